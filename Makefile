@@ -1,0 +1,60 @@
+# Synod developer entry points. See `make help`.
+
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.synod-installed
+SEEDS  ?= 200
+SEED   ?=
+
+.DEFAULT_GOAL := help
+
+.PHONY: help venv protos deps test sim lint clean
+
+help:
+	@echo "make venv    - create $(VENV) and install synod[test] (editable); regenerate protos"
+	@echo "make protos  - regenerate protobuf/gRPC stubs from protos/ into services/"
+	@echo "make deps    - install etcd-client/etcd-server via apt if etcdctl missing (root only)"
+	@echo "make test    - venv + protos + deps, then pytest -n 2"
+	@echo "make sim     - Raft simulation: SEEDS=$(SEEDS) [SEED=n]"
+	@echo "make lint    - ruff + mypy"
+	@echo "make clean   - remove venv, caches and generated stubs"
+
+venv: $(STAMP)
+
+# Re-installs only when pyproject.toml changes (or the venv is missing).
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python tools/gen_protos.py
+	touch $@
+
+protos: venv
+	$(BIN)/python tools/gen_protos.py
+
+deps:
+	@if command -v etcdctl >/dev/null 2>&1; then \
+		echo "deps: etcdctl found: $$(command -v etcdctl)"; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		echo "deps: etcdctl missing; installing etcd-client etcd-server via apt-get"; \
+		( apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y etcd-client etcd-server ) \
+		|| echo "deps: WARNING: apt-get install of etcd failed; tests needing etcdctl/etcd will be skipped" >&2; \
+	else \
+		echo "deps: WARNING: etcdctl missing and not root (or no apt-get); tests needing etcd will be skipped" >&2; \
+	fi
+
+test: venv protos deps
+	$(BIN)/pytest -n 2
+
+sim: venv protos
+	$(BIN)/python -m synod.consensus.sim --seeds $(SEEDS) $(if $(SEED),--seed $(SEED))
+
+lint: venv protos
+	$(BIN)/ruff check services/synod tools tests
+	$(BIN)/mypy services/synod
+
+clean:
+	-$(PYTHON) tools/gen_protos.py --clean
+	rm -rf $(VENV) build dist services/*.egg-info .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	find . -path ./.git -prune -o -type d -name __pycache__ -prune -exec rm -rf {} +
