@@ -292,6 +292,13 @@ class Raft:
     def _tick_leader(self) -> None:
         self.heartbeat_elapsed += 1
         self.election_elapsed += 1
+        stall_limit = max(2, self.cfg.election_tick // 2)
+        for node, pr in self.prs.items():
+            if node != self.id and pr.stalled_tick(self.log.last_index(), stall_limit):
+                # Half an election timeout without an acknowledgement while it
+                # lags: the appends we streamed were lost. Probe from its match.
+                pr.become_probe()
+                self._send_append(node, pr)
         if self.election_elapsed >= self.cfg.election_tick:
             self.election_elapsed = 0
             if self.cfg.check_quorum and not self._quorum_active():
@@ -304,12 +311,6 @@ class Raft:
         if self.heartbeat_elapsed >= self.cfg.heartbeat_tick:
             self.heartbeat_elapsed = 0
             self._bcast_heartbeat()
-        for node, pr in self.prs.items():
-            if node != self.id and pr.stalled_tick(self.log.last_index(), self.cfg.election_tick):
-                # A whole election timeout without an acknowledgement while it
-                # lags: the appends we streamed were lost. Probe from its match.
-                pr.become_probe()
-                self._send_append(node, pr)
 
     def _quorum_active(self) -> bool:
         """Did a quorum talk to us since the last check? Resets the marks for the next round."""
@@ -744,7 +745,11 @@ class Raft:
         if pr.match == self.log.last_index():
             self._send_timeout_now(to)
         else:
-            self._send_append(to, pr, send_empty=False)
+            # Catch it up from what it has acknowledged, not from what we
+            # streamed optimistically (that may be lost).
+            if pr.state == ProgressState.REPLICATE:
+                pr.become_probe()
+            self._send_append(to, pr)
 
     def report_snapshot(self, to: int, ok: bool) -> None:
         """The transport finished (ok) or gave up (not ok) sending a snapshot to `to`."""
