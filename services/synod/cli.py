@@ -58,6 +58,19 @@ def _version(args: argparse.Namespace) -> int:
     return 0
 
 
+def _consensus_args(p: argparse.ArgumentParser) -> None:
+    from synod.consensus.main import add_arguments
+
+    add_arguments(p)
+
+
+@subcommand("consensus", help="Run one consensus (Raft) member.", args=_consensus_args)
+def _consensus(args: argparse.Namespace) -> int:
+    from synod.consensus.main import run
+
+    return run(args)
+
+
 # --- entry point ----------------------------------------------------------------
 
 

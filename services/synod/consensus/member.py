@@ -1,0 +1,302 @@
+"""One consensus member process: storage + Raft node + peer transport + client API.
+
+`Member` names every dependency in one place (config, storage, state machine,
+node, transport, servers) and owns their start and stop order:
+
+    start: open storage -> restore state -> node -> transport -> peer server
+           -> client server (KV, Cluster, Maintenance, health, reflection)
+    stop:  hand leadership away if we lead -> stop serving clients -> node
+           -> transport -> storage
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import random
+import time
+from typing import Any
+
+import grpc
+import structlog
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from synod import __version__
+from synod.consensus.config import MemberConfig, parse_url
+from synod.consensus.metrics import MemberMetrics
+from synod.consensus.node import Node, NotLeaderError
+from synod.consensus.raft import (
+    Config,
+    ConfState,
+    RawNode,
+    Role,
+    Snapshot,
+    SnapshotMeta,
+)
+from synod.consensus.state import ConsensusState, MemberInfo
+from synod.consensus.storage import MemberStorage
+from synod.consensus.transport import GRPC_OPTIONS, RaftServicer, Transport
+from synod.consensus.v1 import internal_pb2
+from synod.etcd.etcdserverpb import rpc_pb2
+from synod.raft.v1 import raft_pb2_grpc
+
+log = structlog.get_logger("synod.member")
+
+#: how long a write or linearizable read may wait when the client set no deadline
+DEFAULT_REQUEST_TIMEOUT = 7.0
+#: etcd's headroom above --max-request-bytes for gRPC framing
+GRPC_OVERHEAD_BYTES = 512 * 1024
+ETCD_API_VERSION = "3.5.0"
+
+
+class Member:
+    def __init__(self, config: MemberConfig):
+        self.config = config
+        ids = config.member_ids()
+        self.id = ids[config.name]
+        self.cluster_id = _cluster_id(config)
+        self.metrics = MemberMetrics()
+        self.storage: MemberStorage | None = None
+        self.state: ConsensusState | None = None
+        self.node: Node | None = None
+        self.transport: Transport | None = None
+        self.client_server: grpc.aio.Server | None = None
+        self.peer_server: grpc.aio.Server | None = None
+        # grpc_health ships its asyncio servicer as health.aio, which has no type stubs.
+        self.health = health.aio.HealthServicer()  # type: ignore[attr-defined]
+        self.started_at = time.monotonic()
+        # Request ids: this member's low 16 bits on top, then a start time and a
+        # counter, so ids never repeat across members or restarts.
+        start = (time.time_ns() // 1000) & ((1 << 40) - 1)
+        self._ids = itertools.count(((self.id & 0xFFFF) << 48) | (start << 8))
+        self._published = False
+
+    # -- start and stop ----------------------------------------------------------------
+
+    async def start(self) -> None:
+        c = self.config
+        loop = asyncio.get_running_loop()
+        storage, restored = await loop.run_in_executor(
+            None,
+            lambda: MemberStorage.open(
+                c.data_dir, sync=not c.unsafe_no_fsync, on_fsync=self.metrics.observe_fsync
+            ),
+        )
+        self.storage = storage
+        hard_state, snapshot, entries = restored
+        initial = {
+            mid: MemberInfo(mid, name, c.initial_cluster[name])
+            for name, mid in c.member_ids().items()
+        }
+        if snapshot.meta.index == 0:
+            # Before the first snapshot, the configuration at index 0 is the
+            # one the flags describe: every initial member of a new cluster
+            # votes; a member joining an existing cluster knows none and
+            # learns the configuration from the leader's log.
+            voters = frozenset(initial) if c.initial_cluster_state == "new" else frozenset()
+            snapshot = Snapshot(SnapshotMeta(0, 0, ConfState(voters)))
+        self.state = ConsensusState(initial)
+        self.state.restore(snapshot)
+        raft_config = Config(
+            id=self.id,
+            rng=random.Random(self.id ^ time.time_ns()),
+            election_tick=c.election_ticks,
+            heartbeat_tick=1,
+        )
+        raw = RawNode(raft_config, hard_state, snapshot, entries, applied=snapshot.meta.index)
+        self.node = Node(
+            raw,
+            storage,
+            self.state,
+            tick_seconds=c.heartbeat_interval_ms / 1000,
+            snapshot_count=c.snapshot_count,
+            metrics=self.metrics,
+        )
+        self.transport = Transport(
+            self.cluster_id,
+            self.id,
+            deliver=self.node.deliver,
+            report_snapshot=self.node.report_snapshot,
+            report_unreachable=self.node.report_unreachable,
+            is_member=lambda mid: self.state is not None and mid in self.state.members,
+        )
+        self.node.sender = self.transport
+        self.state.on_members_changed.append(self._members_changed)
+        self._members_changed()
+        self.node.on_leader_change.append(self._leader_changed)
+
+        self.peer_server = grpc.aio.server(options=GRPC_OPTIONS)
+        raft_pb2_grpc.add_RaftServicer_to_server(RaftServicer(self.transport), self.peer_server)
+        for url in c.listen_peer_urls:
+            _bind(self.peer_server, url, "--listen-peer-urls")
+        await self.peer_server.start()
+
+        self.client_server = grpc.aio.server(
+            options=[
+                ("grpc.max_receive_message_length", c.max_request_bytes + GRPC_OVERHEAD_BYTES),
+                ("grpc.max_send_message_length", 2**31 - 1),
+            ]
+        )
+        self._add_client_services(self.client_server)
+        for url in c.listen_client_urls:
+            _bind(self.client_server, url, "--listen-client-urls")
+        await self.client_server.start()
+        await self.health.set("", health_pb2.HealthCheckResponse.NOT_SERVING)
+        if c.metrics_addr:
+            host, port = parse_url(c.metrics_addr, "--metrics-addr")
+            self.metrics.serve(host, port)
+        self.node.start()
+        log.info(
+            "member_started",
+            name=c.name,
+            id=f"{self.id:x}",
+            cluster=f"{self.cluster_id:x}",
+            client=c.listen_client_urls,
+            peer=c.listen_peer_urls,
+            restored_index=snapshot.meta.index,
+            log_entries=len(entries),
+            term=hard_state.term,
+        )
+
+    def _add_client_services(self, server: grpc.aio.Server) -> None:
+        from synod.consensus.api import cluster, kv, maintenance
+
+        kv.register(server, self)
+        cluster.register(server, self)
+        maintenance.register(server, self)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
+        names = (
+            "etcdserverpb.KV",
+            "etcdserverpb.Cluster",
+            "etcdserverpb.Maintenance",
+            health.SERVICE_NAME,
+            reflection.SERVICE_NAME,
+        )
+        reflection.enable_server_reflection(names, server)
+
+    async def stop(self) -> None:
+        """Graceful stop: hand leadership to another voter first, then shut down."""
+        node = self.node
+        if node is not None and node.role == Role.LEADER and node.failure is None:
+            await self._transfer_away(node)
+        await self.health.enter_graceful_shutdown()
+        if self.client_server is not None:
+            await self.client_server.stop(grace=1.0)
+        if node is not None:
+            await node.stop()
+        if self.transport is not None:
+            await self.transport.close()
+        if self.peer_server is not None:
+            await self.peer_server.stop(grace=0.5)
+        if self.storage is not None:
+            self.storage.close()
+        log.info("member_stopped", name=self.config.name, id=f"{self.id:x}")
+
+    async def _transfer_away(self, node: Node) -> None:
+        raft = node.raw.raft
+        candidates = sorted(
+            (pr.match, pid)
+            for pid, pr in raft.prs.items()
+            if pid != self.id and pid in raft.conf.voters
+        )
+        if not candidates:
+            return
+        target = candidates[-1][1]
+        log.info("transferring_leadership", to=f"{target:x}")
+        try:
+            node.transfer_leadership(target)
+        except Exception as e:  # noqa: BLE001 - best effort on the way out
+            log.warning("leadership_transfer_failed", error=str(e))
+            return
+        deadline = time.monotonic() + self.config.election_timeout_ms / 1000
+        while time.monotonic() < deadline and node.leader in (self.id, 0):
+            await asyncio.sleep(self.config.heartbeat_interval_ms / 1000 / 2)
+        log.info("leadership_transferred", leader=f"{node.leader:x}")
+
+    # -- reacting to the cluster -----------------------------------------------------
+
+    def _members_changed(self) -> None:
+        assert self.state is not None and self.transport is not None
+        self.transport.set_peers(
+            {mid: m.peer_urls for mid, m in self.state.members.items() if mid != self.id}
+        )
+
+    def _leader_changed(self, leader: int) -> None:
+        status = health_pb2.HealthCheckResponse
+        asyncio.ensure_future(self.health.set("", status.SERVING if leader else status.NOT_SERVING))
+        if leader and not self._published:
+            asyncio.ensure_future(self._publish())
+
+    async def _publish(self) -> None:
+        """Announce our name and client URLs through the log (once per start)."""
+        self._published = True
+        req = internal_pb2.InternalRequest(
+            publish=internal_pb2.PublishMember(
+                member_id=self.id,
+                name=self.config.name,
+                client_urls=self.config.advertise_client_urls,
+            )
+        )
+        for _ in range(20):
+            try:
+                await self.propose(req, timeout=3.0)
+                return
+            except (NotLeaderError, TimeoutError):
+                await asyncio.sleep(0.2)
+        self._published = False
+
+    # -- what the API handlers use -----------------------------------------------------
+
+    def next_request_id(self) -> int:
+        return next(self._ids)
+
+    async def propose(self, req: internal_pb2.InternalRequest, timeout: float) -> Any:
+        """Replicate `req` and wait until this member applied it; returns the apply result."""
+        assert self.node is not None
+        rid = self.next_request_id()
+        req.id = rid
+        fut = self.node.propose(rid, req.SerializeToString())
+        try:
+            return await asyncio.wait_for(fut, timeout)
+        except TimeoutError:
+            self.node.forget(rid)
+            raise
+
+    async def read_barrier(self, timeout: float) -> None:
+        assert self.node is not None
+        await asyncio.wait_for(self.node.read_barrier(), timeout)
+
+    def header(self, revision: int | None = None) -> rpc_pb2.ResponseHeader:
+        assert self.state is not None and self.node is not None
+        return rpc_pb2.ResponseHeader(
+            cluster_id=self.cluster_id,
+            member_id=self.id,
+            revision=self.state.store.revision if revision is None else revision,
+            raft_term=self.node.term,
+        )
+
+    @staticmethod
+    def version() -> str:
+        return f"{ETCD_API_VERSION}"
+
+    @staticmethod
+    def synod_version() -> str:
+        return __version__
+
+
+def _cluster_id(config: MemberConfig) -> int:
+    from synod.consensus.config import cluster_id
+
+    return cluster_id(list(config.member_ids().values()))
+
+
+def _bind(server: grpc.aio.Server, url: str, flag: str) -> None:
+    host, port = parse_url(url, flag)
+    addr = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    try:
+        bound = server.add_insecure_port(addr)
+    except RuntimeError as e:
+        raise OSError(f"{flag}: cannot listen on {url}: {e}") from None
+    if bound == 0:
+        raise OSError(f"{flag}: cannot listen on {url} (address in use?)")

@@ -1,0 +1,367 @@
+"""The member's engine: drives the Raft core's Ready loop on the asyncio loop.
+
+One task owns the RawNode. Everything else talks to it through cheap calls
+that append to a list and set an event: `deliver` (peer messages), `propose`
+(client writes, awaited until applied) and `read_barrier` (linearizable reads).
+Each turn of the loop takes *everything* that arrived since the last turn:
+
+    step all messages, count ticks, propose all new entries in one call,
+    ask one ReadIndex for all new reads  ->  ready()
+    persist (one fsync, in a worker thread; new requests keep queueing meanwhile)
+    send, apply committed entries (resolving their waiters), serve reads, advance
+
+so the cost of a Ready — an fsync, an append message per follower, a
+heartbeat round — is shared by every request in the batch. That is group
+commit: the more concurrent requests, the more share each fsync.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Protocol
+
+import structlog
+
+from synod.consensus.raft import (
+    ConfChange,
+    Entry,
+    Message,
+    ProposalDropped,
+    RaftSafetyError,
+    RawNode,
+    Ready,
+    Role,
+    Snapshot,
+    SnapshotMeta,
+)
+
+log = structlog.get_logger("synod.node")
+
+
+class NotLeaderError(Exception):
+    """No leader is known, so the request cannot be served now (UNAVAILABLE)."""
+
+
+class StateMachine(Protocol):
+    """What the node applies committed entries to (see apply.py)."""
+
+    def apply(self, entry: Entry, term: int) -> tuple[int, Any] | None:
+        """Apply one committed entry; return (request id, result) when it answers a request."""
+
+    def snapshot_data(self) -> bytes: ...
+
+    def restore(self, snapshot: Snapshot) -> None: ...
+
+
+class Storage(Protocol):
+    def persist_ready(self, rd: Ready) -> None: ...
+
+    def compact(self, snapshot: Snapshot) -> None: ...
+
+
+class Sender(Protocol):
+    def send(self, msgs: Sequence[Message]) -> None: ...
+
+
+class NodeMetrics(Protocol):
+    def observe_ready(self, node: Node, rd: Ready) -> None: ...
+
+    def observe_apply(self, seconds: float) -> None: ...
+
+    def proposal_failed(self, n: int) -> None: ...
+
+
+class Node:
+    def __init__(
+        self,
+        raw: RawNode,
+        storage: Storage,
+        state_machine: StateMachine,
+        tick_seconds: float,
+        snapshot_count: int,
+        metrics: NodeMetrics | None = None,
+    ):
+        self.raw = raw
+        self.storage = storage
+        self.sm = state_machine
+        self.sender: Sender | None = None
+        self.tick_seconds = tick_seconds
+        self.snapshot_count = snapshot_count
+        self.metrics = metrics
+        self.applied = raw.raft.log.applied
+        self.leader = 0
+        self.role = Role.FOLLOWER
+        self.term = raw.term
+        #: called after each Ready with the entries just applied (watchers, member lists)
+        self.on_applied: list[Callable[[], None]] = []
+        #: called when the known leader changes
+        self.on_leader_change: list[Callable[[int], None]] = []
+
+        self._messages: list[Message] = []
+        self._proposals: list[bytes] = []
+        self._proposal_futures: list[tuple[int, asyncio.Future[Any]]] = []
+        self._waiters: dict[int, asyncio.Future[Any]] = {}
+        self._new_reads: list[asyncio.Future[None]] = []
+        self._reads_in_flight: dict[bytes, list[asyncio.Future[None]]] = {}
+        self._reads_ready: list[tuple[int, list[asyncio.Future[None]]]] = []
+        self._calls: list[Callable[[], None]] = []
+        self._ticks = 0
+        self._wake = asyncio.Event()
+        self._read_ids = itertools.count(1)
+        self._io = ThreadPoolExecutor(1, thread_name_prefix="wal")
+        self._stopped = False
+        self._tasks: list[asyncio.Task[None]] = []
+        self.failure: BaseException | None = None
+        self.done = asyncio.Event()
+
+    # -- lifecycle ---------------------------------------------------------------
+
+    def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._tasks.append(loop.create_task(self._run(), name="raft-ready-loop"))
+        self._schedule_tick(loop, loop.time())
+
+    def _schedule_tick(self, loop: asyncio.AbstractEventLoop, when: float) -> None:
+        # call_at on a fixed grid, so ticks do not drift with loop latency.
+        def tick() -> None:
+            if self._stopped:
+                return
+            self._ticks += 1
+            self._wake.set()
+            nxt = when + self.tick_seconds
+            now = loop.time()
+            if nxt < now:  # the loop was blocked: skip missed ticks rather than burst
+                nxt = now + self.tick_seconds
+            self._schedule_tick(loop, nxt)
+
+        loop.call_at(when + self.tick_seconds, tick)
+
+    async def stop(self) -> None:
+        self._stopped = True
+        self._wake.set()
+        for t in self._tasks:
+            t.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._fail_all(NotLeaderError("member is shutting down"))
+        self._io.shutdown(wait=True)
+
+    # -- inputs (called from other coroutines on the same loop) --------------------
+
+    def deliver(self, msgs: Sequence[Message]) -> None:
+        self._messages.extend(msgs)
+        self._wake.set()
+
+    def call(self, fn: Callable[[], None]) -> None:
+        """Run `fn` on the node's loop turn (e.g. a report from the transport)."""
+        self._calls.append(fn)
+        self._wake.set()
+
+    def report_snapshot(self, to: int, ok: bool) -> None:
+        self.call(lambda: self.raw.report_snapshot(to, ok))
+
+    def report_unreachable(self, to: int) -> None:
+        self.call(lambda: self.raw.report_unreachable(to))
+
+    def propose(self, request_id: int, data: bytes) -> asyncio.Future[Any]:
+        """Propose an entry; the future resolves with the state machine's result once applied."""
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._proposals.append(data)
+        self._proposal_futures.append((request_id, fut))
+        self._wake.set()
+        return fut
+
+    def forget(self, request_id: int) -> None:
+        """The caller gave up waiting (deadline): stop tracking the request."""
+        self._waiters.pop(request_id, None)
+
+    def read_barrier(self) -> asyncio.Future[None]:
+        """Resolves when local state reflects every write committed before this call."""
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._new_reads.append(fut)
+        self._wake.set()
+        return fut
+
+    async def propose_conf_change(self, cc: ConfChange) -> None:
+        """Propose a membership change on the leader (raises ProposalDropped/ConfChangeError)."""
+        self.raw.propose_conf_change(cc)
+        self._wake.set()
+
+    def transfer_leadership(self, to: int) -> None:
+        self.raw.transfer_leadership(to)
+        self._wake.set()
+
+    # -- the loop ------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        try:
+            while not self._stopped:
+                await self._wake.wait()
+                self._wake.clear()
+                self._take_inputs()
+                while self.raw.has_ready() and not self._stopped:
+                    await self._handle_ready(self.raw.ready())
+        except asyncio.CancelledError:
+            raise
+        except BaseException as e:  # a safety error or a storage failure: stop this member
+            self.failure = e
+            log.critical("raft_loop_failed", error=repr(e))
+            self._fail_all(NotLeaderError(f"member failed: {e}"))
+        finally:
+            self.done.set()
+
+    def _take_inputs(self) -> None:
+        raw = self.raw
+        calls, self._calls = self._calls, []
+        for fn in calls:
+            fn()
+        msgs, self._messages = self._messages, []
+        for m in msgs:
+            try:
+                raw.step(m)
+            except RaftSafetyError:
+                raise
+            except ValueError as e:
+                log.warning("message_dropped", sender=f"{m.sender:x}", reason=str(e))
+        ticks, self._ticks = self._ticks, 0
+        for _ in range(min(ticks, 10)):
+            raw.tick()
+        if self._proposals:
+            props, self._proposals = self._proposals, []
+            futs, self._proposal_futures = self._proposal_futures, []
+            try:
+                raw.propose(props)
+            except ProposalDropped as e:
+                err = NotLeaderError(str(e))
+                for _, f in futs:
+                    if not f.done():
+                        f.set_exception(err)
+                if self.metrics:
+                    self.metrics.proposal_failed(len(futs))
+            else:
+                for rid, f in futs:
+                    self._waiters[rid] = f
+        if self._new_reads:
+            reads, self._new_reads = self._new_reads, []
+            ctx = next(self._read_ids).to_bytes(8, "big")
+            try:
+                raw.read_index(ctx)
+            except ProposalDropped as e:
+                err = NotLeaderError(str(e))
+                for f in reads:
+                    if not f.done():
+                        f.set_exception(err)
+            else:
+                self._reads_in_flight[ctx] = reads
+
+    async def _handle_ready(self, rd: Ready) -> None:
+        raw = self.raw
+        if rd.soft_state is not None:
+            self._on_soft_state(rd)
+        if rd.must_sync():
+            await asyncio.get_running_loop().run_in_executor(
+                self._io, self.storage.persist_ready, rd
+            )
+        if rd.messages and self.sender is not None:
+            self.sender.send(rd.messages)
+        t0 = time.perf_counter()
+        if rd.snapshot is not None and rd.snapshot.meta.index > self.applied:
+            self.sm.restore(rd.snapshot)
+            self.applied = rd.snapshot.meta.index
+            log.info("snapshot_installed", index=self.applied)
+        if rd.committed_entries:
+            self._apply(rd.committed_entries)
+        for rs in rd.read_states:
+            futs = self._reads_in_flight.pop(rs.context, None)
+            if futs:
+                self._reads_ready.append((rs.index, futs))
+        if self._reads_ready:
+            self._serve_reads()
+        if self.metrics:
+            self.metrics.observe_apply(time.perf_counter() - t0)
+            self.metrics.observe_ready(self, rd)
+        raw.advance(rd)
+        if rd.committed_entries or rd.snapshot is not None:
+            for fn in self.on_applied:
+                fn()
+        await self._maybe_snapshot()
+
+    def _apply(self, entries: Sequence[Entry]) -> None:
+        term = self.raw.term
+        waiters = self._waiters
+        for e in entries:
+            if e.index <= self.applied:
+                continue
+            out = self.sm.apply(e, term)
+            self.applied = e.index
+            if out is not None:
+                fut = waiters.pop(out[0], None)
+                if fut is not None and not fut.done():
+                    result = out[1]
+                    if isinstance(result, BaseException):
+                        fut.set_exception(result)
+                    else:
+                        fut.set_result(result)
+
+    def _serve_reads(self) -> None:
+        keep = []
+        for index, futs in self._reads_ready:
+            if index <= self.applied:
+                for f in futs:
+                    if not f.done():
+                        f.set_result(None)
+            else:
+                keep.append((index, futs))
+        self._reads_ready = keep
+
+    def _on_soft_state(self, rd: Ready) -> None:
+        s = rd.soft_state
+        assert s is not None
+        changed = s.leader != self.leader
+        self.leader, self.role, self.term = s.leader, s.role, s.term
+        if not changed:
+            return
+        log.info("leader_changed", leader=f"{s.leader:x}", term=s.term, role=s.role.name)
+        # ReadIndex requests in flight die with the old leader: ask the new one.
+        if self._reads_in_flight:
+            for futs in self._reads_in_flight.values():
+                self._new_reads.extend(futs)
+            self._reads_in_flight.clear()
+            self._wake.set()
+        for fn in self.on_leader_change:
+            fn(s.leader)
+
+    async def _maybe_snapshot(self) -> None:
+        log_ = self.raw.raft.log
+        if self.applied - log_.snapshot.meta.index < self.snapshot_count:
+            return
+        index = self.applied
+        term = log_.term(index)
+        if term is None:
+            return
+        snap = Snapshot(
+            SnapshotMeta(index, term, self.raw.raft.conf_state_at(index)), self.sm.snapshot_data()
+        )
+        await asyncio.get_running_loop().run_in_executor(self._io, self.storage.compact, snap)
+        self.raw.compact(snap)
+        log.info("snapshot_taken", index=index, bytes=len(snap.data))
+
+    def _fail_all(self, err: Exception) -> None:
+        pending: list[asyncio.Future[Any]] = list(self._waiters.values())
+        pending += [f for _, f in self._proposal_futures]
+        pending += self._new_reads
+        for futs in self._reads_in_flight.values():
+            pending += futs
+        for _, futs in self._reads_ready:
+            pending += futs
+        for f in pending:
+            if not f.done():
+                f.set_exception(err)
+        self._waiters.clear()
+        self._proposal_futures.clear()
+        self._new_reads.clear()
+        self._reads_in_flight.clear()
+        self._reads_ready.clear()

@@ -1,0 +1,272 @@
+"""Peer transport: Raft messages between members over gRPC (synod.raft.v1).
+
+Outgoing, each peer has one sender task holding one long-lived `Stream` call.
+Messages for a peer queue up while the previous frame is being written and go
+out together as one MessageBatch, so a busy leader pays one gRPC frame per
+peer per batch, not per message. When a stream breaks, the queued messages are
+dropped (Raft retransmits), the core is told the peer is unreachable, and the
+sender reconnects with exponential backoff.
+
+Snapshots travel on their own `InstallSnapshot` call in chunks, so a large
+snapshot never holds up heartbeats; the core learns how it ended through
+`report_snapshot`.
+
+Incoming, the servicer checks that each batch comes from this cluster and
+from a member the configuration knows, then hands the messages to the node.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+
+import grpc
+import structlog
+
+from synod.consensus import peer_codec
+from synod.consensus.config import parse_url
+from synod.consensus.raft import Message, MessageType
+from synod.raft.v1 import raft_pb2, raft_pb2_grpc
+
+log = structlog.get_logger("synod.transport")
+
+#: Raft bounds each append by bytes, but a batch holds many; leave headroom.
+MAX_MESSAGE_BYTES = 256 * 1024 * 1024
+GRPC_OPTIONS = [
+    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.keepalive_time_ms", 10_000),
+    ("grpc.keepalive_timeout_ms", 5_000),
+    ("grpc.http2.max_pings_without_data", 0),
+    # Reconnect to a restarted peer within a heartbeat or two, not gRPC's default 1-120 s.
+    ("grpc.initial_reconnect_backoff_ms", 50),
+    ("grpc.min_reconnect_backoff_ms", 50),
+    ("grpc.max_reconnect_backoff_ms", 1000),
+]
+#: while a peer is unreachable, keep at most this many messages for it
+MAX_QUEUED = 4096
+BACKOFF_MIN = 0.05
+BACKOFF_MAX = 1.0
+
+
+def grpc_target(url: str) -> str:
+    host, port = parse_url(url, "peer url")
+    return f"{host}:{port}"
+
+
+class Transport:
+    def __init__(
+        self,
+        cluster_id: int,
+        member_id: int,
+        deliver: Callable[[Sequence[Message]], None],
+        report_snapshot: Callable[[int, bool], None],
+        report_unreachable: Callable[[int], None],
+        is_member: Callable[[int], bool],
+        max_snapshot_bytes: int = 8 * 1024 * 1024 * 1024,
+    ):
+        self.cluster_id = cluster_id
+        self.member_id = member_id
+        self._deliver = deliver
+        self._report_snapshot = report_snapshot
+        self._report_unreachable = report_unreachable
+        self._is_member = is_member
+        self._max_snapshot_bytes = max_snapshot_bytes
+        self._peers: dict[int, _PeerSender] = {}
+        self._snapshot_tasks: set[asyncio.Task[None]] = set()
+
+    # -- peers -------------------------------------------------------------------
+
+    def set_peers(self, peers: dict[int, list[str]]) -> None:
+        """Track exactly these peers (id -> peer URLs), excluding ourselves."""
+        for pid in list(self._peers):
+            if pid not in peers or self._peers[pid].urls != peers[pid]:
+                self._peers.pop(pid).close()
+        for pid, urls in peers.items():
+            if pid != self.member_id and pid not in self._peers and urls:
+                self._peers[pid] = _PeerSender(self, pid, urls)
+
+    async def close(self) -> None:
+        for p in self._peers.values():
+            p.close()
+        tasks = [p.task for p in self._peers.values()] + list(self._snapshot_tasks)
+        for t in self._snapshot_tasks:
+            t.cancel()
+        self._peers.clear()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    # -- sending -------------------------------------------------------------------
+
+    def send(self, msgs: Sequence[Message]) -> None:
+        for m in msgs:
+            peer = self._peers.get(m.to)
+            if peer is None:
+                if m.type == MessageType.SNAPSHOT:
+                    self._report_snapshot(m.to, False)
+                continue
+            if m.type == MessageType.SNAPSHOT:
+                t = asyncio.create_task(self._send_snapshot(peer, m))
+                self._snapshot_tasks.add(t)
+                t.add_done_callback(self._snapshot_tasks.discard)
+            else:
+                peer.enqueue(m)
+
+    async def _send_snapshot(self, peer: _PeerSender, m: Message) -> None:
+        assert m.snapshot is not None
+        ok = False
+        try:
+            chunks = peer_codec.snapshot_chunks(m, cluster_id=self.cluster_id)
+            stub = raft_pb2_grpc.RaftStub(peer.channel())
+            ack = await stub.InstallSnapshot(_aiter(chunks), timeout=600)
+            ok = True
+            log.info("snapshot_sent", to=f"{m.to:x}", index=m.snapshot.meta.index, bytes=ack.size)
+        except grpc.aio.AioRpcError as e:
+            log.warning(
+                "snapshot_send_failed", to=f"{m.to:x}", code=e.code().name, detail=e.details()
+            )
+        except asyncio.CancelledError:
+            raise
+        finally:
+            self._report_snapshot(m.to, ok)
+
+    # -- receiving -------------------------------------------------------------------
+
+    def check_sender(self, cluster_id: int, sender: int, context: grpc.aio.ServicerContext) -> str:
+        """Why a frame must be refused, or '' when it is acceptable."""
+        if cluster_id != self.cluster_id:
+            return f"cluster id {cluster_id:x} does not match this member's {self.cluster_id:x}"
+        if not self._is_member(sender):
+            return f"member {sender:x} is not in this cluster's configuration"
+        return ""
+
+
+async def _aiter(chunks: Iterable[raft_pb2.SnapshotChunk]) -> AsyncIterator[raft_pb2.SnapshotChunk]:
+    for chunk in chunks:
+        yield chunk
+        await asyncio.sleep(0)  # let heartbeats through between chunks
+
+
+class _PeerSender:
+    """One peer's outgoing stream: a queue, a wake-up event and a task."""
+
+    def __init__(self, transport: Transport, peer_id: int, urls: list[str]):
+        self.t = transport
+        self.id = peer_id
+        self.urls = urls
+        self.queue: list[Message] = []
+        self.wake = asyncio.Event()
+        self._channel: grpc.aio.Channel | None = None
+        self._closed = False
+        self.task = asyncio.create_task(self._run(), name=f"peer-{peer_id:x}")
+
+    def channel(self) -> grpc.aio.Channel:
+        if self._channel is None:
+            self._channel = grpc.aio.insecure_channel(
+                grpc_target(self.urls[0]), options=GRPC_OPTIONS
+            )
+        return self._channel
+
+    def enqueue(self, m: Message) -> None:
+        q = self.queue
+        q.append(m)
+        if len(q) > MAX_QUEUED:
+            del q[: len(q) - MAX_QUEUED]
+        self.wake.set()
+
+    def close(self) -> None:
+        self._closed = True
+        self.task.cancel()
+
+    async def _run(self) -> None:
+        backoff = BACKOFF_MIN
+        stub = raft_pb2_grpc.RaftStub(self.channel())
+        connected_once = False
+        while not self._closed:
+            call = stub.Stream(wait_for_ready=False)
+            try:
+                while True:
+                    if not self.queue:
+                        self.wake.clear()
+                        await self.wake.wait()
+                    msgs, self.queue = self.queue, []
+                    await call.write(
+                        peer_codec.batch_to_proto(self.t.cluster_id, self.t.member_id, msgs)
+                    )
+                    if not connected_once:
+                        connected_once = True
+                        log.info("peer_connected", peer=f"{self.id:x}", url=self.urls[0])
+                    backoff = BACKOFF_MIN
+            except asyncio.CancelledError:
+                call.cancel()
+                break
+            except Exception as e:  # noqa: BLE001 - any failure: drop, report, reconnect
+                # A call that failed before the write raises AioRpcError, one that
+                # finished meanwhile an InvalidStateError or UsageError.
+                code = e.code().name if isinstance(e, grpc.aio.AioRpcError) else type(e).__name__
+                if connected_once:
+                    log.warning("peer_stream_broken", peer=f"{self.id:x}", code=code)
+                connected_once = False
+                call.cancel()
+                self.queue.clear()
+                self.t._report_unreachable(self.id)
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, BACKOFF_MAX)
+        if self._channel is not None:
+            await self._channel.close(None)
+
+
+class RaftServicer(raft_pb2_grpc.RaftServicer):
+    """The receiving side of synod.raft.v1.Raft."""
+
+    def __init__(self, transport: Transport):
+        self.t = transport
+
+    async def Stream(
+        self,
+        request_iterator: AsyncIterator[raft_pb2.MessageBatch],
+        context: grpc.aio.ServicerContext,
+    ) -> raft_pb2.StreamAck:
+        batches = 0
+        async for pb in request_iterator:
+            why = self.t.check_sender(pb.cluster_id, pb.sender, context)
+            if why:
+                log.warning("peer_rejected", sender=f"{pb.sender:x}", reason=why)
+                await context.abort(grpc.StatusCode.PERMISSION_DENIED, why)
+            try:
+                batch = peer_codec.batch_from_proto(pb)
+            except ValueError as e:
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"bad batch: {e}")
+            if any(m.to != self.t.member_id for m in batch.messages):
+                await context.abort(
+                    grpc.StatusCode.INVALID_ARGUMENT,
+                    f"batch addressed to another member (this is {self.t.member_id:x})",
+                )
+            self.t._deliver(batch.messages)
+            batches += 1
+        return raft_pb2.StreamAck(batches=batches)
+
+    async def InstallSnapshot(
+        self,
+        request_iterator: AsyncIterator[raft_pb2.SnapshotChunk],
+        context: grpc.aio.ServicerContext,
+    ) -> raft_pb2.SnapshotAck:
+        asm = peer_codec.SnapshotAssembler(
+            cluster_id=self.t.cluster_id, max_size=self.t._max_snapshot_bytes
+        )
+        msg: Message | None = None
+        try:
+            async for chunk in request_iterator:
+                msg = asm.feed(chunk) or msg
+            msg = asm.finish()
+        except ValueError as e:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"bad snapshot: {e}")
+        assert msg is not None
+        why = self.t.check_sender(self.t.cluster_id, msg.sender, context)
+        if why or msg.to != self.t.member_id:
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED, why or "not addressed to us")
+        assert msg.snapshot is not None
+        log.info("snapshot_received", sender=f"{msg.sender:x}", index=msg.snapshot.meta.index)
+        self.t._deliver([msg])
+        return raft_pb2.SnapshotAck(size=len(msg.snapshot.data))
