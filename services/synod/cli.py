@@ -71,6 +71,23 @@ def _consensus(args: argparse.Namespace) -> int:
     return run(args)
 
 
+def _snapshot_args(p: argparse.ArgumentParser) -> None:
+    from synod.consensus.restore import add_arguments
+
+    add_arguments(p)
+
+
+@subcommand(
+    "snapshot",
+    help="Restore a consensus member's data directory from a backup.",
+    args=_snapshot_args,
+)
+def _snapshot(args: argparse.Namespace) -> int:
+    from synod.consensus.restore import run
+
+    return run(args)
+
+
 # --- entry point ----------------------------------------------------------------
 
 

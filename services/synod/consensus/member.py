@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import os
 import random
 import time
 from typing import Any
@@ -24,6 +25,8 @@ from grpc_reflection.v1alpha import reflection
 
 from synod import __version__
 from synod.consensus.config import MemberConfig, parse_url
+from synod.consensus.leases import Lessor, min_ttl_seconds
+from synod.consensus.membership import Membership
 from synod.consensus.metrics import MemberMetrics
 from synod.consensus.node import Node, NotLeaderError
 from synod.consensus.raft import (
@@ -37,7 +40,8 @@ from synod.consensus.raft import (
 from synod.consensus.state import ConsensusState, MemberInfo
 from synod.consensus.storage import MemberStorage
 from synod.consensus.transport import GRPC_OPTIONS, RaftServicer, Transport
-from synod.consensus.v1 import internal_pb2
+from synod.consensus.watch import WatchHub
+from synod.consensus.v1 import internal_pb2, internal_pb2_grpc
 from synod.etcd.etcdserverpb import rpc_pb2
 from synod.raft.v1 import raft_pb2_grpc
 
@@ -59,6 +63,7 @@ class Member:
         self.metrics = MemberMetrics()
         self.storage: MemberStorage | None = None
         self.state: ConsensusState | None = None
+        self.watch_hub: WatchHub | None = None
         self.node: Node | None = None
         self.transport: Transport | None = None
         self.client_server: grpc.aio.Server | None = None
@@ -71,6 +76,9 @@ class Member:
         start = (time.time_ns() // 1000) & ((1 << 40) - 1)
         self._ids = itertools.count(((self.id & 0xFFFF) << 48) | (start << 8))
         self._published = False
+        self.lessor = Lessor(self, check_interval=config.heartbeat_interval_ms / 1000)
+        self.membership = Membership(self)
+        self._leader_channel: tuple[int, grpc.aio.Channel] | None = None
 
     # -- start and stop ----------------------------------------------------------------
 
@@ -89,6 +97,16 @@ class Member:
             mid: MemberInfo(mid, name, c.initial_cluster[name])
             for name, mid in c.member_ids().items()
         }
+        id_file = os.path.join(c.data_dir, "cluster_id")
+        if os.path.exists(id_file):
+            with open(id_file) as f:
+                self.cluster_id = int(f.read().strip(), 16)
+        elif c.initial_cluster_state == "existing":
+            # Joining: the cluster's id and members come from the cluster itself.
+            self.cluster_id, initial = await self._discover_cluster()
+        with open(id_file + ".tmp", "w") as f:
+            f.write(f"{self.cluster_id:x}\n")
+        os.replace(id_file + ".tmp", id_file)
         if snapshot.meta.index == 0:
             # Before the first snapshot, the configuration at index 0 is the
             # one the flags describe: every initial member of a new cluster
@@ -96,8 +114,12 @@ class Member:
             # learns the configuration from the leader's log.
             voters = frozenset(initial) if c.initial_cluster_state == "new" else frozenset()
             snapshot = Snapshot(SnapshotMeta(0, 0, ConfState(voters)))
-        self.state = ConsensusState(initial)
+        self.state = ConsensusState(initial, min_lease_ttl=min_ttl_seconds(c.election_timeout_ms))
+        self.lessor.attach(self.state)
         self.state.restore(snapshot)
+        self.watch_hub = WatchHub(self.state, self.header, max_response_bytes=c.max_request_bytes)
+        self.state.on_events.append(self.watch_hub.notify)
+        self.state.on_restored.append(self.watch_hub.on_restore)
         raft_config = Config(
             id=self.id,
             rng=random.Random(self.id ^ time.time_ns()),
@@ -128,6 +150,9 @@ class Member:
 
         self.peer_server = grpc.aio.server(options=GRPC_OPTIONS)
         raft_pb2_grpc.add_RaftServicer_to_server(RaftServicer(self.transport), self.peer_server)
+        from synod.consensus.api.internal import InternalServicer
+
+        internal_pb2_grpc.add_InternalServicer_to_server(InternalServicer(self), self.peer_server)
         for url in c.listen_peer_urls:
             _bind(self.peer_server, url, "--listen-peer-urls")
         await self.peer_server.start()
@@ -147,6 +172,7 @@ class Member:
             host, port = parse_url(c.metrics_addr, "--metrics-addr")
             self.metrics.serve(host, port)
         self.node.start()
+        self.lessor.start()
         log.info(
             "member_started",
             name=c.name,
@@ -159,15 +185,55 @@ class Member:
             term=hard_state.term,
         )
 
+    async def _discover_cluster(self) -> tuple[int, dict[int, MemberInfo]]:
+        """Ask the other members named in --initial-cluster who is in the cluster."""
+        from synod.consensus.transport import grpc_target
+
+        c = self.config
+        urls = [u for name, us in c.initial_cluster.items() if name != c.name for u in us]
+        deadline = time.monotonic() + 30
+        last = "no other member in --initial-cluster"
+        while time.monotonic() < deadline:
+            for url in urls:
+                async with grpc.aio.insecure_channel(grpc_target(url)) as ch:
+                    try:
+                        info = await internal_pb2_grpc.InternalStub(ch).ClusterInfo(
+                            internal_pb2.ClusterInfoRequest(), timeout=2
+                        )
+                    except grpc.aio.AioRpcError as e:
+                        last = f"{url}: {e.code().name}"
+                        continue
+                members = {
+                    m.ID: MemberInfo(
+                        m.ID, m.name, list(m.peerURLs), list(m.clientURLs), m.isLearner
+                    )
+                    for m in info.members
+                }
+                if self.id not in members:
+                    raise OSError(
+                        f"this member ({self.id:x}, peer URLs "
+                        f"{c.initial_advertise_peer_urls}) is not in the cluster yet: "
+                        "add it first (etcdctl member add) with the same peer URLs"
+                    )
+                members[self.id].name = c.name
+                log.info("joining_cluster", cluster=f"{info.cluster_id:x}", via=url)
+                return info.cluster_id, members
+            await asyncio.sleep(0.5)
+        raise OSError(f"could not reach the cluster to join it ({last})")
+
     def _add_client_services(self, server: grpc.aio.Server) -> None:
-        from synod.consensus.api import cluster, kv, maintenance
+        from synod.consensus.api import cluster, kv, lease, maintenance, watch
 
         kv.register(server, self)
+        lease.register(server, self)
+        watch.register(server, self)
         cluster.register(server, self)
         maintenance.register(server, self)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         names = (
             "etcdserverpb.KV",
+            "etcdserverpb.Lease",
+            "etcdserverpb.Watch",
             "etcdserverpb.Cluster",
             "etcdserverpb.Maintenance",
             health.SERVICE_NAME,
@@ -181,10 +247,15 @@ class Member:
         if node is not None and node.role == Role.LEADER and node.failure is None:
             await self._transfer_away(node)
         await self.health.enter_graceful_shutdown()
+        if self.watch_hub is not None:
+            self.watch_hub.close()  # watch clients move to another member now
         if self.client_server is not None:
             await self.client_server.stop(grace=1.0)
+        await self.lessor.stop()
         if node is not None:
             await node.stop()
+        if self._leader_channel is not None:
+            await self._leader_channel[1].close(None)
         if self.transport is not None:
             await self.transport.close()
         if self.peer_server is not None:
@@ -223,6 +294,7 @@ class Member:
         )
 
     def _leader_changed(self, leader: int) -> None:
+        self.lessor.leader_changed(leader)
         status = health_pb2.HealthCheckResponse
         asyncio.ensure_future(self.health.set("", status.SERVING if leader else status.NOT_SERVING))
         if leader and not self._published:
@@ -250,6 +322,28 @@ class Member:
 
     def next_request_id(self) -> int:
         return next(self._ids)
+
+    def next_lease_id(self) -> int:
+        """A lease ID no other member will pick: request ids are unique per member."""
+        return self.next_request_id() & 0x7FFF_FFFF_FFFF_FFFF
+
+    def leader_stub(self) -> internal_pb2_grpc.InternalStub:
+        """The leader's Internal service (peer port); NotLeaderError when none is known."""
+        assert self.node is not None and self.state is not None
+        leader = self.node.leader
+        info = self.state.members.get(leader) if leader else None
+        if info is None or not info.peer_urls:
+            raise NotLeaderError("no leader")
+        if self._leader_channel is None or self._leader_channel[0] != leader:
+            if self._leader_channel is not None:
+                asyncio.ensure_future(self._leader_channel[1].close(None))
+            from synod.consensus.transport import grpc_target
+
+            self._leader_channel = (
+                leader,
+                grpc.aio.insecure_channel(grpc_target(info.peer_urls[0]), options=GRPC_OPTIONS),
+            )
+        return internal_pb2_grpc.InternalStub(self._leader_channel[1])
 
     async def propose(self, req: internal_pb2.InternalRequest, timeout: float) -> Any:
         """Replicate `req` and wait until this member applied it; returns the apply result."""

@@ -109,6 +109,7 @@ class Node:
         self._reads_in_flight: dict[bytes, list[asyncio.Future[None]]] = {}
         self._reads_ready: list[tuple[int, list[asyncio.Future[None]]]] = []
         self._calls: list[Callable[[], None]] = []
+        self._apply_waiters: list[tuple[int, asyncio.Future[None]]] = []
         self._ticks = 0
         self._wake = asyncio.Event()
         self._read_ids = itertools.count(1)
@@ -185,10 +186,23 @@ class Node:
         self._wake.set()
         return fut
 
-    async def propose_conf_change(self, cc: ConfChange) -> None:
-        """Propose a membership change on the leader (raises ProposalDropped/ConfChangeError)."""
+    def propose_conf_change(self, cc: ConfChange) -> int:
+        """Propose a membership change on the leader; returns the index of its entry.
+
+        Raises ProposalDropped (not leader, another change pending) or ConfChangeError.
+        """
         self.raw.propose_conf_change(cc)
         self._wake.set()
+        return self.raw.raft.log.last_index()
+
+    def wait_applied(self, index: int) -> asyncio.Future[None]:
+        """Resolves once this member has applied `index`."""
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        if self.applied >= index:
+            fut.set_result(None)
+        else:
+            self._apply_waiters.append((index, fut))
+        return fut
 
     def transfer_leadership(self, to: int) -> None:
         self.raw.transfer_leadership(to)
@@ -280,6 +294,8 @@ class Node:
                 self._reads_ready.append((rs.index, futs))
         if self._reads_ready:
             self._serve_reads()
+        if self._apply_waiters:
+            self._wake_apply_waiters()
         if self.metrics:
             self.metrics.observe_apply(time.perf_counter() - t0)
             self.metrics.observe_ready(self, rd)
@@ -316,6 +332,16 @@ class Node:
             else:
                 keep.append((index, futs))
         self._reads_ready = keep
+
+    def _wake_apply_waiters(self) -> None:
+        keep = []
+        for index, fut in self._apply_waiters:
+            if index <= self.applied:
+                if not fut.done():
+                    fut.set_result(None)
+            else:
+                keep.append((index, fut))
+        self._apply_waiters = keep
 
     def _on_soft_state(self, rd: Ready) -> None:
         s = rd.soft_state
@@ -357,6 +383,8 @@ class Node:
             pending += futs
         for _, futs in self._reads_ready:
             pending += futs
+        pending += [f for _, f in self._apply_waiters]
+        self._apply_waiters.clear()
         for f in pending:
             if not f.done():
                 f.set_exception(err)

@@ -21,9 +21,11 @@ from typing import Any
 
 import structlog
 
-from synod.consensus.mvcc import MvccError, MvccStore
+from synod.consensus.leases import Lease, LeaseTable
+from synod.consensus.mvcc import LeaseNotFoundError, MvccError, MvccStore
 from synod.consensus.raft import ConfChangeType, Entry, EntryType, Snapshot, confchange
 from synod.consensus.v1 import internal_pb2
+from synod.etcd.etcdserverpb import rpc_pb2
 from synod.etcd.mvccpb import kv_pb2
 
 log = structlog.get_logger("synod.state")
@@ -41,20 +43,39 @@ class MemberInfo:
     is_learner: bool = False
 
 
+class LeaseExistsError(MvccError):
+    message = "etcdserver: lease already exists"
+    grpc_message = "etcdserver: lease already exists"
+    grpc_code = "FAILED_PRECONDITION"
+
+
+class MemberNotFoundError(MvccError):
+    message = "etcdserver: member not found"
+    grpc_message = "etcdserver: member not found"
+    grpc_code = "NOT_FOUND"
+
+
 class SnapshotFormatError(ValueError):
     """A state snapshot that cannot be decoded (with the offset where it went wrong)."""
 
 
 class ConsensusState:
-    def __init__(self, initial_members: dict[int, MemberInfo]):
-        self.store = MvccStore()
+    def __init__(self, initial_members: dict[int, MemberInfo], min_lease_ttl: int = 1):
+        self.leases = LeaseTable()
+        self.store = MvccStore(lease_exists=self._lease_exists)
         self.members: dict[int, MemberInfo] = dict(initial_members)
+        self.min_lease_ttl = min_lease_ttl
         #: the Raft term of the entry being applied (for response headers)
         self.term = 0
         #: called with every batch of watch events a write produced
         self.on_events: list[Callable[[list[kv_pb2.Event]], None]] = []
         #: called when membership changes (added, removed, promoted, published)
         self.on_members_changed: list[Callable[[], None]] = []
+        #: called when a lease is granted / revoked (the leader's expiry clock)
+        self.on_lease_granted: list[Callable[[Lease], None]] = []
+        self.on_lease_revoked: list[Callable[[int], None]] = []
+        #: called after a snapshot replaced the whole state
+        self.on_restored: list[Callable[[], None]] = []
         self._size, self._size_rev, self._size_at = 0, -1, 0.0
 
     # -- applying ------------------------------------------------------------------
@@ -90,6 +111,13 @@ class ConsensusState:
         elif op == "publish":
             self._apply_publish(req.publish)
             return None
+        elif op == "member_update":
+            self._apply_member_update(req.member_update)
+            return rpc_pb2.MemberUpdateResponse()
+        elif op == "lease_grant":
+            return self._apply_lease_grant(req.lease_grant)
+        elif op == "lease_revoke":
+            resp, events = self._apply_lease_revoke(req.lease_revoke)
         else:
             log.error("unknown_entry_op", op=op)
             return None
@@ -101,12 +129,54 @@ class ConsensusState:
                 fn(events)
         return resp
 
+    def _lease_exists(self, lease_id: int) -> bool:
+        return lease_id in self.leases
+
+    def _apply_lease_grant(self, req: rpc_pb2.LeaseGrantRequest) -> rpc_pb2.LeaseGrantResponse:
+        if req.ID in self.leases:
+            raise LeaseExistsError()
+        lease = self.leases.grant(req.ID, max(req.TTL, self.min_lease_ttl))
+        for fn in self.on_lease_granted:
+            fn(lease)
+        resp = rpc_pb2.LeaseGrantResponse(ID=lease.id, TTL=lease.ttl)
+        resp.header.revision = self.store.revision
+        resp.header.raft_term = self.term
+        return resp
+
+    def _apply_lease_revoke(
+        self, req: rpc_pb2.LeaseRevokeRequest
+    ) -> tuple[rpc_pb2.LeaseRevokeResponse, list[kv_pb2.Event]]:
+        if self.leases.revoke(req.ID) is None:
+            raise LeaseNotFoundError()
+        events: list[kv_pb2.Event] = []
+        keys = sorted(self.store.keys_for_lease(req.ID))
+        if keys:
+            # Every attached key goes in one revision, like one transaction.
+            txn = rpc_pb2.TxnRequest(
+                success=[
+                    rpc_pb2.RequestOp(request_delete_range=rpc_pb2.DeleteRangeRequest(key=k))
+                    for k in keys
+                ]
+            )
+            _, events = self.store.apply_txn(txn)
+        for fn in self.on_lease_revoked:
+            fn(req.ID)
+        return rpc_pb2.LeaseRevokeResponse(), events
+
     def _apply_publish(self, p: internal_pb2.PublishMember) -> None:
         m = self.members.get(p.member_id)
         if m is None:
             return  # removed meanwhile
         m.name = p.name
         m.client_urls = list(p.client_urls)
+        for fn in self.on_members_changed:
+            fn()
+
+    def _apply_member_update(self, u: internal_pb2.MemberUpdate) -> None:
+        m = self.members.get(u.member_id)
+        if m is None:
+            raise MemberNotFoundError()
+        m.peer_urls = list(u.peer_urls)
         for fn in self.on_members_changed:
             fn()
 
@@ -137,12 +207,15 @@ class ConsensusState:
     # -- snapshots -------------------------------------------------------------------
 
     def snapshot_data(self) -> bytes:
-        members = json.dumps(
-            [m.__dict__ for m in sorted(self.members.values(), key=lambda m: m.id)],
+        meta = json.dumps(
+            {
+                "members": [m.__dict__ for m in sorted(self.members.values(), key=lambda m: m.id)],
+                "leases": self.leases.to_json(),
+            },
             separators=(",", ":"),
         ).encode()
-        body = members + self.store.to_bytes()
-        return _SNAP_HEADER.pack(_SNAP_MAGIC, zlib.crc32(body), len(members)) + body
+        body = meta + self.store.to_bytes()
+        return _SNAP_HEADER.pack(_SNAP_MAGIC, zlib.crc32(body), len(meta)) + body
 
     def restore(self, snapshot: Snapshot) -> None:
         data = snapshot.data
@@ -156,8 +229,11 @@ class ConsensusState:
         body = memoryview(data)[_SNAP_HEADER.size :]
         if zlib.crc32(body) != crc:
             raise SnapshotFormatError("state snapshot checksum mismatch at offset 8")
-        members = json.loads(bytes(body[:mlen]))
-        self.members = {m["id"]: MemberInfo(**m) for m in members}
-        self.store = MvccStore.from_bytes(bytes(body[mlen:]))
+        meta = json.loads(bytes(body[:mlen]))
+        self.members = {m["id"]: MemberInfo(**m) for m in meta["members"]}
+        self.leases = LeaseTable.from_json(meta["leases"])
+        self.store = MvccStore.from_bytes(bytes(body[mlen:]), lease_exists=self._lease_exists)
         for fn in self.on_members_changed:
+            fn()
+        for fn in self.on_restored:
             fn()

@@ -12,6 +12,21 @@ from synod.consensus.node import NotLeaderError
 
 T = TypeVar("T")
 
+
+class ApiError(Exception):
+    """A request error with the status and text the client should get."""
+
+    def __init__(self, code: grpc.StatusCode, message: str):
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+    @classmethod
+    def from_rpc(cls, e: grpc.aio.AioRpcError) -> ApiError:
+        """Pass on what the leader answered a forwarded request."""
+        return cls(e.code(), e.details() or e.code().name)
+
+
 EMPTY_KEY = (grpc.StatusCode.INVALID_ARGUMENT, "etcdserver: key is not provided")
 TOO_MANY_OPS = (grpc.StatusCode.INVALID_ARGUMENT, "etcdserver: too many operations in txn request")
 REQUEST_TOO_LARGE = (grpc.StatusCode.INVALID_ARGUMENT, "etcdserver: request is too large")
@@ -32,6 +47,8 @@ async def call_guarded(context: grpc.aio.ServicerContext, fn: Callable[[], Await
         return await fn()
     except MvccError as e:
         await context.abort(getattr(grpc.StatusCode, e.grpc_code), e.grpc_message)
+    except ApiError as e:
+        await context.abort(e.code, e.message)
     except NotLeaderError as e:
         detail = str(e)
         suffix = f" ({detail})" if detail and detail != "no leader" else ""
