@@ -91,6 +91,33 @@ class MemberProc:
             return r.status == health_pb2.HealthCheckResponse.SERVING
 
 
+def etcdctl(
+    cluster: LocalCluster,
+    *args: str,
+    stdin: str | None = None,
+    check: bool = True,
+    endpoints: str | None = None,
+) -> subprocess.CompletedProcess[str]:
+    """Run the real etcdctl (v3 API) against the cluster; fail with its stderr and the logs."""
+    env = dict(os.environ, ETCDCTL_API="3")
+    p = subprocess.run(
+        [
+            "etcdctl",
+            f"--endpoints={endpoints or cluster.endpoints}",
+            "--command-timeout=10s",
+            *args,
+        ],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+    if check and p.returncode != 0:
+        raise AssertionError(f"etcdctl {' '.join(args)} failed: {p.stderr}\n{cluster.logs_tail()}")
+    return p
+
+
 class LocalCluster:
     def __init__(
         self,
@@ -137,6 +164,19 @@ class LocalCluster:
             *self.extra_args,
             *m.extra_args,
         ]  # fmt: skip
+
+    def new_member(self, name: str) -> MemberProc:
+        """A further member (not started) that will join with --initial-cluster-state existing."""
+        m = MemberProc(
+            name=name,
+            client_port=free_port(),
+            peer_port=free_port(),
+            data_dir=self.base_dir / name,
+            log_path=self.base_dir / f"{name}.log",
+            extra_args=["--initial-cluster-state", "existing"],
+        )
+        self.members.append(m)
+        return m
 
     def start_member(self, m: MemberProc) -> None:
         log = open(m.log_path, "ab")  # noqa: SIM115 - owned by the process

@@ -3,31 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
 
 import pytest
-from cluster_harness import LocalCluster
+from cluster_harness import LocalCluster, etcdctl
 
 pytestmark = pytest.mark.skipif(shutil.which("etcdctl") is None, reason="etcdctl not installed")
-
-
-def etcdctl(
-    cluster: LocalCluster, *args: str, stdin: str | None = None, check: bool = True
-) -> subprocess.CompletedProcess[str]:
-    env = dict(os.environ, ETCDCTL_API="3")
-    p = subprocess.run(
-        ["etcdctl", f"--endpoints={cluster.endpoints}", "--command-timeout=10s", *args],
-        input=stdin,
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=30,
-    )
-    if check and p.returncode != 0:
-        raise AssertionError(f"etcdctl {' '.join(args)} failed: {p.stderr}\n{cluster.logs_tail()}")
-    return p
 
 
 def test_put_get_delete(cluster: LocalCluster) -> None:
