@@ -16,6 +16,7 @@ import itertools
 import os
 import random
 import time
+from collections.abc import Callable
 from typing import Any
 
 import grpc
@@ -79,6 +80,7 @@ class Member:
         self.lessor = Lessor(self, check_interval=config.heartbeat_interval_ms / 1000)
         self.membership = Membership(self)
         self._leader_channel: tuple[int, grpc.aio.Channel] | None = None
+        self._state_waiters: list[tuple[Callable[[], bool], asyncio.Future[None]]] = []
 
     # -- start and stop ----------------------------------------------------------------
 
@@ -147,6 +149,7 @@ class Member:
         self.state.on_members_changed.append(self._members_changed)
         self._members_changed()
         self.node.on_leader_change.append(self._leader_changed)
+        self.node.on_applied.append(self._check_state_waiters)
 
         self.peer_server = grpc.aio.server(options=GRPC_OPTIONS)
         raft_pb2_grpc.add_RaftServicer_to_server(RaftServicer(self.transport), self.peer_server)
@@ -222,9 +225,10 @@ class Member:
         raise OSError(f"could not reach the cluster to join it ({last})")
 
     def _add_client_services(self, server: grpc.aio.Server) -> None:
-        from synod.consensus.api import cluster, kv, lease, maintenance, watch
+        from synod.consensus.api import cluster, election, kv, lease, maintenance, watch
 
         kv.register(server, self)
+        election.register(server, self)
         lease.register(server, self)
         watch.register(server, self)
         cluster.register(server, self)
@@ -236,6 +240,7 @@ class Member:
             "etcdserverpb.Watch",
             "etcdserverpb.Cluster",
             "etcdserverpb.Maintenance",
+            "v3electionpb.Election",
             health.SERVICE_NAME,
             reflection.SERVICE_NAME,
         )
@@ -356,6 +361,28 @@ class Member:
         except TimeoutError:
             self.node.forget(rid)
             raise
+
+    def wait_for_state(self, predicate: Callable[[], bool]) -> asyncio.Future[None]:
+        """Resolves once `predicate()` holds on this member's state, checked after each apply."""
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        if predicate():
+            fut.set_result(None)
+        else:
+            self._state_waiters.append((predicate, fut))
+        return fut
+
+    def _check_state_waiters(self) -> None:
+        if not self._state_waiters:
+            return
+        keep = []
+        for pred, fut in self._state_waiters:
+            if fut.done():
+                continue
+            if pred():
+                fut.set_result(None)
+            else:
+                keep.append((pred, fut))
+        self._state_waiters = keep
 
     async def read_barrier(self, timeout: float) -> None:
         assert self.node is not None

@@ -30,8 +30,12 @@ Indexes and cost of `notify`
 ----------------------------
 Exact-key watchers: dict key -> set of watchers (one lookup per event).
 Range watchers: dict (key, range_end) -> set of watchers, so many watchers on
-one prefix cost one comparison per event. One header per write; one
-`WatchResponse` per matched watcher (events copied in C by `extend`).
+one prefix cost one comparison per event. Live responses are queued already
+encoded: the header and each event list (with / without prev_kv) are
+serialized once per write, and a watcher's response is their concatenation
+with its own pre-encoded watch_id field, so a write fanning out to N watchers
+makes N byte strings, not N messages (the Watch handler's serializer accepts
+bytes; see `serialize`). A write nobody watches costs one dict check.
 
 Responses
 ---------
@@ -102,6 +106,18 @@ DUPLICATE_ID_REASON = "mvcc: duplicate watch ID provided on the WatchStream"
 EMPTY_RANGE_REASON = "mvcc: watcher range is empty"
 
 _Header = Callable[[int | None], rpc_pb2.ResponseHeader]
+#: a WatchResponse, or its encoding (live events are queued pre-serialized)
+WireResponse = rpc_pb2.WatchResponse | bytes
+
+
+def serialize(resp: WireResponse) -> bytes:
+    """gRPC response serializer for the Watch method: accepts either form."""
+    return resp if type(resp) is bytes else resp.SerializeToString()  # type: ignore[union-attr]
+
+
+def decode(resp: WireResponse) -> rpc_pb2.WatchResponse:
+    """A WatchResponse message from either form (for in-process readers and tests)."""
+    return WatchResponse.FromString(resp) if type(resp) is bytes else resp  # type: ignore[return-value]
 
 
 class Watcher:
@@ -114,6 +130,7 @@ class Watcher:
         "fell_behind",
         "fragment",
         "id",
+        "id_blob",
         "key",
         "nodelete",
         "noput",
@@ -136,6 +153,8 @@ class Watcher:
     ) -> None:
         self.stream = stream
         self.id = wid
+        #: the encoded watch_id field, for responses built as bytes
+        self.id_blob = WatchResponse(watch_id=wid).SerializeToString()
         #: normalized selection: empty range_end = just `key`; b"\0" = every key >= key
         self.key = key
         self.range_end = range_end
@@ -228,16 +247,18 @@ class WatchHub:
             return
         w.synced = False
         if not w.range_end:
-            index: dict = self._exact  # type: ignore[type-arg]
-            k: object = w.key
+            ws = self._exact.get(w.key)
+            if ws is not None:
+                ws.discard(w)
+                if not ws:
+                    del self._exact[w.key]
         else:
-            index = self._ranges
-            k = (w.key, w.range_end)
-        ws = index.get(k)
-        if ws is not None:
-            ws.discard(w)
-            if not ws:
-                del index[k]
+            rk = (w.key, w.range_end)
+            ws = self._ranges.get(rk)
+            if ws is not None:
+                ws.discard(w)
+                if not ws:
+                    del self._ranges[rk]
 
     # -- the apply path --------------------------------------------------------------
 
@@ -249,67 +270,76 @@ class WatchHub:
             return
         if len(events) == 1:
             k = events[0].kv.key
-            targets: list[Watcher] = []
+            groups: list[set[Watcher]] = []
             ws = exact.get(k)
             if ws:
-                targets.extend(ws)
+                groups.append(ws)
             for (lo, end), ws in ranges.items():
                 if k >= lo and (end == b"\x00" or k < end):
-                    targets.extend(ws)
-            if targets:
-                self._deliver([(w, events) for w in targets], events[0].kv.mod_revision)
+                    groups.append(ws)
+            if groups:
+                self._deliver([(ws, events) for ws in groups], events[0].kv.mod_revision)
             return
-        matched: dict[Watcher, list[kv_pb2.Event]] = {}
+        # Several keys in one revision: each index set (all watchers of one key or of
+        # one range) gets one list of its events, shared by its watchers.
+        matched: dict[int, tuple[set[Watcher], list[kv_pb2.Event]]] = {}
         for ev in events:
             k = ev.kv.key
             ws = exact.get(k)
             if ws:
-                for w in ws:
-                    lst = matched.get(w)
-                    if lst is None:
-                        matched[w] = [ev]
-                    else:
-                        lst.append(ev)
+                got = matched.get(id(ws))
+                if got is None:
+                    matched[id(ws)] = (ws, [ev])
+                else:
+                    got[1].append(ev)
             for (lo, end), ws in ranges.items():
                 if k >= lo and (end == b"\x00" or k < end):
-                    for w in ws:
-                        lst = matched.get(w)
-                        if lst is None:
-                            matched[w] = [ev]
-                        else:
-                            lst.append(ev)
+                    got = matched.get(id(ws))
+                    if got is None:
+                        matched[id(ws)] = (ws, [ev])
+                    else:
+                        got[1].append(ev)
         if matched:
-            self._deliver(list(matched.items()), events[0].kv.mod_revision)
+            self._deliver(list(matched.values()), events[0].kv.mod_revision)
 
-    def _deliver(self, targets: list[tuple[Watcher, list[kv_pb2.Event]]], rev: int) -> None:
-        header: rpc_pb2.ResponseHeader | None = None
-        for w, evs in targets:
-            if rev < w.next_rev:
-                continue  # a start revision in the future
-            if w.noput or w.nodelete:
-                evs = _filtered(w, evs)
-                if not evs:
+    def _deliver(self, groups: list[tuple[set[Watcher], list[kv_pb2.Event]]], rev: int) -> None:
+        """Queue one response per watcher, as wire bytes.
+
+        The header and each distinct event list (with or without prev_kv) are
+        serialized once per write; a watcher's response is then the concatenation
+        of the header, its own watch_id field (serialized when it was created) and
+        the events: protobuf fields may come in any order, and concatenated
+        encodings of one message type decode as one message.
+        """
+        header = b""
+        #: (id of the event list, prev_kv) -> (the list, kept alive; its encoding)
+        blobs: dict[tuple[int, bool], tuple[list[kv_pb2.Event], bytes]] = {}
+        for ws, group_evs in groups:
+            for w in list(ws):
+                if rev < w.next_rev:
+                    continue  # a start revision in the future
+                evs = group_evs
+                if w.noput or w.nodelete:
+                    evs = _filtered(w, evs)
+                    if not evs:
+                        continue
+                s = w.stream
+                if s.pending >= s.max_pending:
+                    # Too far behind: drop its live events, catch up from history later.
+                    self._unindex(w)
+                    w.next_rev = rev
+                    w.fell_behind = True
+                    s.unsynced[w] = None
                     continue
-            s = w.stream
-            if s.pending >= s.max_pending:
-                # Too far behind: drop its live events, catch up from history later.
-                self._unindex(w)
-                w.next_rev = rev
-                w.fell_behind = True
-                s.unsynced[w] = None
-                continue
-            if header is None:
-                header = self.header(rev)
-            resp = WatchResponse()
-            resp.header.CopyFrom(header)
-            resp.watch_id = w.id
-            out = resp.events
-            out.extend(evs)
-            if not w.prev_kv:
-                for e in out:
-                    e.ClearField("prev_kv")
-            w.sent = True
-            s._push(resp, len(evs), w.fragment)
+                if not header:
+                    hb = self.header(rev).SerializeToString()
+                    header = b"\x0a" + _varint(len(hb)) + hb  # WatchResponse.header
+                bkey = (id(evs), w.prev_kv)
+                got = blobs.get(bkey)
+                if got is None:
+                    got = blobs[bkey] = (evs, _events_blob(evs, w.prev_kv))
+                w.sent = True
+                s._push(header + w.id_blob + got[1], len(evs), w.fragment)
 
     # -- snapshots -------------------------------------------------------------------
 
@@ -319,6 +349,34 @@ class WatchHub:
         store = self._store = self.state.store
         for s in list(self._streams):
             s._restored(store, old_rev)
+
+
+def _varint(n: int) -> bytes:
+    if n < 0x80:
+        return bytes((n,))
+    out = bytearray()
+    while n >= 0x80:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+def _events_blob(evs: list[kv_pb2.Event], prev_kv: bool) -> bytes:
+    """The encoding of `WatchResponse.events` (field 11) holding `evs`.
+
+    With `prev_kv` each Event is serialized as is; without it, the Event is
+    re-encoded from its `type` (field 1, omitted for PUT) and `kv` (field 2) alone.
+    """
+    parts = []
+    for ev in evs:
+        if prev_kv:
+            eb = ev.SerializeToString()
+        else:
+            kb = ev.kv.SerializeToString()
+            eb = (b"\x08\x01\x12" if ev.type == _DELETE else b"\x12") + _varint(len(kb)) + kb
+        parts.append(b"\x5a" + _varint(len(eb)) + eb)
+    return b"".join(parts)
 
 
 def _filtered(w: Watcher, evs: list[kv_pb2.Event]) -> list[kv_pb2.Event]:
@@ -370,7 +428,8 @@ class WatchStream:
         self.max_pending = hub.max_pending
         #: queued events (a response without events counts one)
         self.pending = 0
-        self._queue: deque[tuple[rpc_pb2.WatchResponse, int, bool]] = deque()
+        #: (response, or its encoding; events in it; fragment it if large)
+        self._queue: deque[tuple[WireResponse, int, bool]] = deque()
         self._next_id = 0
         self._wakeup = asyncio.Event()
         self._writable = asyncio.Event()
@@ -440,7 +499,7 @@ class WatchStream:
 
     # -- internals -----------------------------------------------------------------
 
-    def _push(self, resp: rpc_pb2.WatchResponse, n_events: int, fragment: bool) -> None:
+    def _push(self, resp: WireResponse, n_events: int, fragment: bool) -> None:
         if self.closed:
             return
         self._queue.append((resp, n_events or 1, fragment))
@@ -507,8 +566,8 @@ class WatchStream:
                     return
                 try:
                     bl = store.events_since(w.next_rev, w.key, w.range_end)
-                except CompactedError as e:
-                    self._cancel_compacted(w, e.compact_revision or store.compact_revision)
+                except CompactedError as err:
+                    self._cancel_compacted(w, err.compact_revision or store.compact_revision)
                     return
                 w.backlog_end = store.revision + 1
                 if not bl:
@@ -527,8 +586,8 @@ class WatchStream:
                 chunk = _filtered(w, chunk)
             if chunk:
                 if not w.prev_kv:
-                    for e in chunk:  # our own copies (events_since builds fresh ones)
-                        e.ClearField("prev_kv")
+                    for ev in chunk:  # our own copies (events_since builds fresh ones)
+                        ev.ClearField("prev_kv")
                 resp = WatchResponse()
                 resp.header.CopyFrom(hub.header(last_rev))
                 resp.watch_id = w.id
@@ -582,8 +641,11 @@ class WatchStream:
 
     # -- the sending side ------------------------------------------------------------
 
-    async def responses(self) -> AsyncIterator[rpc_pb2.WatchResponse]:
-        """Responses in order until the stream is closed (fragmented where asked)."""
+    async def responses(self) -> AsyncIterator[WireResponse]:
+        """Responses in order until the stream is closed (fragmented where asked).
+
+        Live event responses come already encoded (bytes); everything else as
+        messages. `serialize` turns either into wire bytes."""
         q = self._queue
         limit = self.hub.max_response_bytes
         while not self.closed:
@@ -600,9 +662,13 @@ class WatchStream:
                 self._catch_up()
             if not self._writable.is_set() and len(q) <= self.max_pending // 2:
                 self._writable.set()
-            if fragment and len(resp.events) > 1 and resp.ByteSize() >= limit:
-                for part in _fragments(resp, limit):
-                    yield part
+            if fragment and weight > 1:
+                msg = decode(resp)
+                if msg.ByteSize() >= limit:
+                    for part in _fragments(msg, limit):
+                        yield part
+                else:
+                    yield resp
             else:
                 yield resp
 

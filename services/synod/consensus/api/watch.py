@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 import grpc
 import structlog
 
-from synod.consensus.watch import WatchHub, WatchStream
+from synod.consensus.watch import WatchHub, WatchStream, WireResponse, serialize
 from synod.etcd.etcdserverpb import rpc_pb2, rpc_pb2_grpc
 
 if TYPE_CHECKING:
@@ -37,7 +37,7 @@ class WatchServicer(rpc_pb2_grpc.WatchServicer):
         self,
         request_iterator: AsyncIterator[rpc_pb2.WatchRequest],
         context: grpc.aio.ServicerContext,
-    ) -> AsyncIterator[rpc_pb2.WatchResponse]:
+    ) -> AsyncIterator[WireResponse]:
         stream = self._hub().open_stream()
         reader = asyncio.ensure_future(_read(request_iterator, stream))
         try:
@@ -70,4 +70,18 @@ async def _read(requests: AsyncIterator[rpc_pb2.WatchRequest], stream: WatchStre
 
 
 def register(server: grpc.aio.Server, member: Member) -> None:
-    rpc_pb2_grpc.add_WatchServicer_to_server(WatchServicer(member), server)
+    # As rpc_pb2_grpc.add_WatchServicer_to_server, but live event responses are
+    # queued already encoded, so the serializer takes bytes as well as messages.
+    handlers = {
+        "Watch": grpc.stream_stream_rpc_method_handler(
+            WatchServicer(member).Watch,
+            request_deserializer=rpc_pb2.WatchRequest.FromString,
+            response_serializer=serialize,
+        )
+    }
+    server.add_generic_rpc_handlers(
+        (grpc.method_handlers_generic_handler("etcdserverpb.Watch", handlers),)
+    )
+    add_registered = getattr(server, "add_registered_method_handlers", None)  # grpcio >= 1.62
+    if add_registered is not None:
+        add_registered("etcdserverpb.Watch", handlers)
