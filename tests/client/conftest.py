@@ -1,12 +1,9 @@
 """Fixtures for the etcd v3 client tests: real servers on loopback, no mocks.
 
-`backend` is parametrized over server implementations. Only "etcd" (the real
-/usr/bin/etcd 3.4) for now; Synod's consensus service does not implement
-leases and watches yet. To add it, append "synod" to BACKENDS and return a
-`LocalCluster` (tests/consensus/cluster_harness.py, started with
-`--unsafe-no-fsync`) from `_start_cluster`, adapted to the small surface the
-tests use: `.endpoints` (list of "host:port"), `.members`, `.member(endpoint)`,
-`.kill(member)`, `member.status()` and `member.metric(...)`.
+`backend` is parametrized over server implementations: "synod" (our
+consensus service, tests/support/synod_backend.py) and "etcd" (the real
+/usr/bin/etcd 3.4, tests/support/etcd_harness.py), so the client is held to
+etcd's behaviour and Synod to the client's expectations.
 
 Async tests: plain ``async def test_...`` functions are run here with
 ``asyncio.run`` (the suite has no pytest-asyncio); each gets a hard deadline.
@@ -23,8 +20,9 @@ from typing import Any
 
 import pytest
 from etcd_harness import ETCD_BIN, EtcdCluster
+from synod_backend import SynodCluster
 
-BACKENDS = ["etcd"]  # "synod" plugs in here once leases and watches exist
+BACKENDS = ["synod", "etcd"]
 ASYNC_TEST_TIMEOUT = 90.0
 
 
@@ -62,8 +60,12 @@ def _start_cluster(
         except BaseException:
             c.stop()
             raise
-    # if backend == "synod": return a LocalCluster (tests/consensus/cluster_harness.py)
-    raise NotImplementedError(backend)
+    c2 = SynodCluster(base, size=size, extra_args=extra_args)
+    try:
+        return c2.start()  # type: ignore[return-value]
+    except BaseException:
+        c2.stop()
+        raise
 
 
 @pytest.fixture

@@ -60,7 +60,8 @@ async def test_kill_connected_member_gets_and_watch_continue(cluster3: EtcdClust
 
 async def test_keepalive_survives_member_death(cluster3: EtcdCluster) -> None:
     async with EtcdClient(cluster3.endpoints) as c:
-        lid, ttl = await c.grant(2)
+        # TTL 4: room for an election and a reconnect on a loaded 2-core machine.
+        lid, ttl = await c.grant(4)
         async with c.keep_alive(lid) as keeper:
             await wait_for(lambda: c.keepalive_streams_opened == 1, 10, "keepalive stream")
             victim = cluster3.member(c.current_endpoint)
