@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import shutil
+import signal
 import subprocess
 import sys
 import threading
@@ -120,3 +122,53 @@ def test_election_service_campaign_proclaim_observe_resign(cluster: LocalCluster
         with pytest.raises(grpc.RpcError) as ei:
             election.Leader(v3election_pb2.LeaderRequest(name=b"nobody"), timeout=5)
         assert ei.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+def _background_etcdctl(cluster: LocalCluster, *args: str) -> subprocess.Popen[str]:
+    env = dict(os.environ, ETCDCTL_API="3")
+    return subprocess.Popen(
+        ["etcdctl", f"--endpoints={cluster.endpoints}", *args],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+    )  # fmt: skip
+
+
+@needs_etcdctl
+def test_etcdctl_lock_excludes_and_hands_over(cluster: LocalCluster) -> None:
+    # etcdctl's lock recipe is built on KV, leases and watches.
+    first = _background_etcdctl(cluster, "lock", "mylock")
+    assert first.stdout is not None
+    holder_key = first.stdout.readline().strip()
+    assert holder_key.startswith("mylock/")
+    second = _background_etcdctl(cluster, "lock", "mylock")
+    with pytest.raises(subprocess.TimeoutExpired):
+        second.wait(timeout=1.5)  # still waiting behind the first holder
+    first.send_signal(signal.SIGINT)  # releases
+    first.wait(timeout=10)
+    assert second.stdout is not None
+    second_key = second.stdout.readline().strip()
+    assert second_key.startswith("mylock/") and second_key != holder_key
+    second.send_signal(signal.SIGINT)
+    second.wait(timeout=10)
+
+
+@needs_etcdctl
+def test_etcdctl_elect_campaign_and_observe(cluster: LocalCluster) -> None:
+    leader = _background_etcdctl(cluster, "elect", "myelection", "p1")
+    assert leader.stdout is not None
+    assert leader.stdout.readline().strip().startswith("myelection/")
+    assert leader.stdout.readline().strip() == "p1"
+    observer = _background_etcdctl(cluster, "elect", "-l", "myelection")
+    assert observer.stdout is not None
+    assert observer.stdout.readline().strip().startswith("myelection/")
+    assert observer.stdout.readline().strip() == "p1"
+    challenger = _background_etcdctl(cluster, "elect", "myelection", "p2")
+    leader.send_signal(signal.SIGINT)  # resigns
+    leader.wait(timeout=10)
+    assert challenger.stdout is not None
+    assert challenger.stdout.readline().strip().startswith("myelection/")
+    assert challenger.stdout.readline().strip() == "p2"
+    assert observer.stdout.readline().strip().startswith("myelection/")
+    assert observer.stdout.readline().strip() == "p2"
+    for p in (observer, challenger):
+        p.send_signal(signal.SIGINT)
+        p.wait(timeout=10)
