@@ -88,6 +88,19 @@ def _snapshot(args: argparse.Namespace) -> int:
     return run(args)
 
 
+def _lock_args(p: argparse.ArgumentParser) -> None:
+    from synod.lock.main import add_arguments
+
+    add_arguments(p)
+
+
+@subcommand("lock", help="Run one replica of the lock service.", args=_lock_args)
+def _lock(args: argparse.Namespace) -> int:
+    from synod.lock.main import run
+
+    return run(args)
+
+
 # --- entry point ----------------------------------------------------------------
 
 

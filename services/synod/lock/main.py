@@ -1,0 +1,171 @@
+"""`synod lock`: run one replica of the lock service until SIGTERM or SIGINT."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import sys
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+import structlog
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+from synod.client.etcd import EtcdClient
+from synod.consensus.config import ConfigError, env_name, parse_url
+from synod.etcd.v3lockpb import v3lock_pb2_grpc
+from synod.lock.core import LockCore
+from synod.lock.service import EtcdLockServicer, LockServicer, Shutdown
+from synod.lock.v1 import lock_pb2_grpc
+
+log = structlog.get_logger("synod.lock")
+
+_FLAGS = [
+    ("--listen", "HOST:PORT", "address to serve the lock API on (default 127.0.0.1:2479)"),
+    ("--endpoints", "E1,E2,...", "consensus (or etcd) client endpoints"),
+    ("--namespace", "PREFIX", "key prefix for every lock (default: none, as etcd's recipe)"),
+    ("--metrics-addr", "HOST:PORT", "serve Prometheus metrics over HTTP here"),
+]
+
+
+@dataclass
+class LockConfig:
+    listen: str
+    endpoints: list[str]
+    namespace: str
+    metrics_addr: str
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    for flag, metavar, help_text in _FLAGS:
+        p.add_argument(flag, metavar=metavar, help=f"{help_text} [env {env_name(flag)}]")
+
+
+def config_from(args: argparse.Namespace, environ: dict[str, str] | None = None) -> LockConfig:
+    env = dict(os.environ) if environ is None else environ
+
+    def get(flag: str) -> str | None:
+        v = getattr(args, flag.lstrip("-").replace("-", "_"), None)
+        return v if v is not None else env.get(env_name(flag))
+
+    listen = get("--listen") or "127.0.0.1:2479"
+    parse_url(listen, "--listen")
+    endpoints = [e.strip() for e in (get("--endpoints") or "").split(",") if e.strip()]
+    if not endpoints:
+        raise ConfigError("--endpoints: at least one consensus endpoint is required")
+    for e in endpoints:
+        parse_url(e, "--endpoints")
+    metrics = get("--metrics-addr") or ""
+    if metrics:
+        parse_url(metrics, "--metrics-addr")
+    return LockConfig(listen, endpoints, get("--namespace") or "", metrics)
+
+
+class LockMetrics:
+    def __init__(self, core: LockCore) -> None:
+        r = self.registry = CollectorRegistry()
+        stats = core.stats
+        Gauge("synod_lock_grants", "Locks granted by this replica", registry=r).set_function(
+            lambda: stats.grants
+        )
+        Gauge("synod_lock_waits", "Acquisitions that had to wait", registry=r).set_function(
+            lambda: stats.waits
+        )
+        Gauge(
+            "synod_lock_wakeups", "Times a waiter woke up to look again", registry=r
+        ).set_function(lambda: stats.wakeups)
+        self.sessions = Counter("synod_lock_sessions_opened", "Sessions opened", registry=r)
+        self.wait_seconds = Histogram(
+            "synod_lock_wait_seconds",
+            "Time from joining the line to the grant",
+            buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 10, 60),
+            registry=r,
+        )
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        cfg = config_from(args)
+    except ConfigError as e:
+        sys.stderr.write(f"synod lock: {e}\n")
+        return 2
+    import uvloop
+
+    return uvloop.run(_serve(cfg))
+
+
+async def _serve(cfg: LockConfig) -> int:
+    client = EtcdClient(cfg.endpoints)
+    metrics_holder: list[LockMetrics] = []
+    core = LockCore(
+        client,
+        cfg.namespace,
+        on_wait_done=lambda s: (
+            metrics_holder[0].wait_seconds.observe(s) if metrics_holder else None
+        ),
+    )
+    metrics = LockMetrics(core)
+    metrics_holder.append(metrics)
+    shutdown = Shutdown()
+    server = grpc.aio.server()
+    lock_pb2_grpc.add_LockServicer_to_server(LockServicer(core, shutdown), server)
+    v3lock_pb2_grpc.add_LockServicer_to_server(EtcdLockServicer(core, shutdown), server)
+    health_servicer = health.aio.HealthServicer()  # type: ignore[attr-defined]
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection(
+        ("synod.lock.v1.Lock", "v3lockpb.Lock", health.SERVICE_NAME, reflection.SERVICE_NAME),
+        server,
+    )
+    host, port = parse_url(cfg.listen, "--listen")
+    try:
+        server.add_insecure_port(f"{host}:{port}")
+    except RuntimeError as e:
+        log.error("lock_start_failed", error=f"cannot listen on {cfg.listen}: {e}")
+        return 1
+    await server.start()
+    if cfg.metrics_addr:
+        mh, mp = parse_url(cfg.metrics_addr, "--metrics-addr")
+        start_http_server(mp, addr=mh, registry=metrics.registry)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    health_task = asyncio.create_task(_track_health(client, health_servicer, stop))
+    log.info("lock_started", listen=cfg.listen, endpoints=cfg.endpoints, namespace=cfg.namespace)
+    await stop.wait()
+    log.info("lock_stopping")
+    shutdown.event.set()  # waiters get UNAVAILABLE and retry on another replica
+    await health_servicer.enter_graceful_shutdown()
+    await server.stop(grace=2.0)
+    health_task.cancel()
+    await asyncio.gather(health_task, return_exceptions=True)
+    await client.close()
+    log.info("lock_stopped")
+    return 0
+
+
+async def _track_health(client: EtcdClient, servicer: Any, stop: asyncio.Event) -> None:
+    """SERVING while some consensus endpoint reports a leader."""
+    status = health_pb2.HealthCheckResponse
+    current = None
+    while not stop.is_set():
+        serving = False
+        try:
+            st = await client.status(timeout=1.0)
+            serving = st.leader != 0
+        except Exception:  # noqa: BLE001 - any failure means not serving
+            serving = False
+        state = status.SERVING if serving else status.NOT_SERVING
+        if state != current:
+            await servicer.set("", state)
+            log.info("lock_health", serving=serving)
+            current = state
+        try:
+            await asyncio.wait_for(stop.wait(), timeout=1.0)
+        except TimeoutError:
+            pass
