@@ -207,9 +207,24 @@ def test_restart_equivalence(tmp_path: Path) -> None:
     assert hs == HardState(4, 0, 59) and log == list(ents(51, 59, 4))
 
 
+def test_commit_only_ready_is_written_without_fsync(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ms, _ = MemberStorage.open(str(tmp_path))
+    ms.persist_ready(Ready(hard_state=HardState(1, 1, 0), entries=ents(1, 3), sync=True))
+    calls: list[int] = []
+    real_fdatasync = os.fdatasync
+    monkeypatch.setattr(os, "fdatasync", lambda fd: (calls.append(fd), real_fdatasync(fd)))
+    ms.persist_ready(Ready(hard_state=HardState(1, 1, 3)))  # only the commit index moved
+    assert calls == []
+    ms.close()
+    _, restored = MemberStorage.open(str(tmp_path))
+    assert restored.hard_state.commit == 3
+
+
 def test_persist_ready_is_one_wal_fsync(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     ms, _ = MemberStorage.open(str(tmp_path))
-    ms.persist_ready(Ready(hard_state=HardState(1, 1, 0), entries=ents(1, 3)))
+    ms.persist_ready(Ready(hard_state=HardState(1, 1, 0), entries=ents(1, 3), sync=True))
     syncs: list[float] = []
     ms.wal.on_fsync = syncs.append
     calls: list[str] = []
@@ -220,7 +235,7 @@ def test_persist_ready_is_one_wal_fsync(tmp_path: Path, monkeypatch: pytest.Monk
         real_fdatasync(fd)
 
     monkeypatch.setattr(os, "fdatasync", fdatasync)
-    ms.persist_ready(Ready(hard_state=HardState(1, 1, 3), entries=ents(4, 100)))
+    ms.persist_ready(Ready(hard_state=HardState(1, 1, 3), entries=ents(4, 100), sync=True))
     assert calls == ["d"] and len(syncs) == 1
     ms.close()
 
@@ -229,7 +244,7 @@ def test_received_snapshot_stored_before_marker(tmp_path: Path) -> None:
     """Crash after the snapshot file but before the WAL marker: adopted on open."""
     d = str(tmp_path)
     ms, _ = MemberStorage.open(d)
-    ms.persist_ready(Ready(hard_state=HardState(1, 0, 2), entries=ents(1, 6)))
+    ms.persist_ready(Ready(hard_state=HardState(1, 0, 2), entries=ents(1, 6), sync=True))
     ms.snapshots.save(snap(9, 2))  # the WAL write never happened
     ms.close()
     with capture_logs() as logs:

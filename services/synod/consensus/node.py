@@ -275,10 +275,13 @@ class Node:
         raw = self.raw
         if rd.soft_state is not None:
             self._on_soft_state(rd)
-        if rd.must_sync():
+        if rd.sync:
+            # An fsync: off the loop, so requests keep queueing for the next batch.
             await asyncio.get_running_loop().run_in_executor(
                 self._io, self.storage.persist_ready, rd
             )
+        elif rd.must_sync():
+            self.storage.persist_ready(rd)  # a small write, no fsync: not worth a thread hop
         if rd.messages and self.sender is not None:
             self.sender.send(rd.messages)
         t0 = time.perf_counter()

@@ -25,7 +25,9 @@ class RaftLog:
         self.snapshot = snapshot
         #: entries[i] has index snapshot.meta.index + 1 + i
         self.entries: list[Entry] = list(entries)
-        self.committed = committed
+        # A snapshot holds only committed entries, so its index is committed
+        # even if the hard state saying so was lost (it is written unsynced).
+        self.committed = max(committed, snapshot.meta.index)
         self.applied = max(applied, snapshot.meta.index)
         #: last index known to be persisted by the caller
         self.stable = self.last_index()

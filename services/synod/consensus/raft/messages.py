@@ -160,9 +160,13 @@ class Ready:
     messages: tuple[Message, ...] = ()
     committed_entries: tuple[Entry, ...] = ()
     read_states: tuple[ReadState, ...] = ()
+    #: step 1 must reach the disk (fsync) before step 2. False when the only
+    #: change is the commit index: losing that in a crash loses nothing, since
+    #: the leader tells a member its commit index again (etcd does the same).
+    sync: bool = False
 
     def must_sync(self) -> bool:
-        """Whether step 1 has anything to write."""
+        """Whether step 1 has anything to write (durably if `sync`)."""
         return bool(self.entries) or self.hard_state is not None or self.snapshot is not None
 
     def empty(self) -> bool:

@@ -109,14 +109,18 @@ class RawNode:
 
         soft = self.soft_state()
         hard = r.hard_state()
+        prev = self._prev_hard
+        entries = r.log.unstable_entries()
+        snapshot = r.log.pending_snapshot
         rd = Ready(
             soft_state=soft if soft != self._prev_soft else None,
-            hard_state=hard if hard != self._prev_hard else None,
-            entries=r.log.unstable_entries(),
-            snapshot=r.log.pending_snapshot,
+            hard_state=hard if hard != prev else None,
+            entries=entries,
+            snapshot=snapshot,
             messages=tuple(r.msgs),
             committed_entries=r.log.next_committed_entries(),
             read_states=tuple(r.read_states),
+            sync=bool(entries) or snapshot is not None or (hard.term, hard.vote) != (prev.term, prev.vote),
         )
         r.msgs = []
         r.read_states = []

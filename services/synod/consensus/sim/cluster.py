@@ -206,6 +206,8 @@ class Simulation:
                 self._final_checks()
         except SafetyViolation as e:
             violation = e.violation
+        except Exception as e:  # noqa: BLE001 - a crash of the core is a finding too
+            violation = Violation(self.now, "exception", f"{type(e).__name__}: {e}")
         return SimResult(self.seed, violation, list(self.trace), dict(self.stats))
 
     def _tick(self, node_id: int) -> None:

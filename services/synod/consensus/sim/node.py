@@ -33,8 +33,22 @@ class Disk:
     hard_state: HardState = field(default_factory=HardState)
     snapshot: Snapshot = field(default_factory=Snapshot)
     entries: list[Entry] = field(default_factory=list)
+    #: a hard state written without fsync (Ready.sync false): a crash may lose it
+    unsynced: HardState | None = None
+
+    def crash(self) -> None:
+        self.unsynced = None
 
     def write(self, rd: Ready) -> None:
+        if not rd.sync:
+            if rd.entries or rd.snapshot is not None:
+                raise AssertionError("a Ready with entries or a snapshot must be synced")
+            if rd.hard_state is not None:
+                self.unsynced = rd.hard_state
+            return
+        # An fsync makes everything written before it durable too.
+        if self.unsynced is not None:
+            self.hard_state, self.unsynced = self.unsynced, None
         if rd.snapshot is not None:
             self.snapshot = rd.snapshot
             self.entries = []
@@ -126,6 +140,7 @@ class SimNode:
 
     def crash(self) -> None:
         """Lose everything not on disk."""
+        self.disk.crash()
         self.raw = None
         self.sm = None
 

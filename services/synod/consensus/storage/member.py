@@ -142,7 +142,9 @@ class MemberStorage:
             self.snapshots.save(ready.snapshot)
             marker = (ready.snapshot.meta.index, ready.snapshot.meta.term)
         if ready.entries or ready.hard_state is not None or marker is not None:
-            self.wal.save(ready.entries, ready.hard_state, self.sync, snapshot_marker=marker)
+            self.wal.save(
+                ready.entries, ready.hard_state, self.sync and ready.sync, snapshot_marker=marker
+            )
 
     def compact(self, snapshot: Snapshot) -> None:
         """Store a snapshot taken locally at an applied index, then release the WAL before it.
