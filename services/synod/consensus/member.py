@@ -41,8 +41,8 @@ from synod.consensus.raft import (
 from synod.consensus.state import ConsensusState, MemberInfo
 from synod.consensus.storage import MemberStorage
 from synod.consensus.transport import GRPC_OPTIONS, RaftServicer, Transport
-from synod.consensus.watch import WatchHub
 from synod.consensus.v1 import internal_pb2, internal_pb2_grpc
+from synod.consensus.watch import WatchHub
 from synod.etcd.etcdserverpb import rpc_pb2
 from synod.raft.v1 import raft_pb2_grpc
 

@@ -120,7 +120,9 @@ class RawNode:
             messages=tuple(r.msgs),
             committed_entries=r.log.next_committed_entries(),
             read_states=tuple(r.read_states),
-            sync=bool(entries) or snapshot is not None or (hard.term, hard.vote) != (prev.term, prev.vote),
+            sync=bool(entries)
+            or snapshot is not None
+            or (hard.term, hard.vote) != (prev.term, prev.vote),
         )
         r.msgs = []
         r.read_states = []
