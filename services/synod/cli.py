@@ -101,6 +101,19 @@ def _lock(args: argparse.Namespace) -> int:
     return run(args)
 
 
+def _router_args(p: argparse.ArgumentParser) -> None:
+    from synod.router.main import add_arguments
+
+    add_arguments(p)
+
+
+@subcommand("router", help="Run a router replica (key -> backend, proxy).", args=_router_args)
+def _router(args: argparse.Namespace) -> int:
+    from synod.router.main import run
+
+    return run(args)
+
+
 # --- entry point ----------------------------------------------------------------
 
 

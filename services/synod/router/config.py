@@ -1,0 +1,98 @@
+"""`synod router` configuration: flags, each also settable as SYNOD_<FLAG>.
+
+A flag on the command line wins over the environment, which wins over the default.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from synod.consensus.config import ConfigError, env_name, parse_url
+
+__all__ = ["ConfigError", "RouterConfig", "add_arguments", "from_args"]
+
+
+@dataclass
+class RouterConfig:
+    listen: str = "127.0.0.1:7070"
+    endpoints: list[str] = field(default_factory=lambda: ["127.0.0.1:2379"])
+    namespace: str = "synod"
+    bounded_load: float = 0.0  # 0: off; else C > 1
+    metrics_addr: str = ""
+    forward_timeout: float = 30.0  # deadline of a forwarded call when the caller set none
+
+    @property
+    def prefix(self) -> str:
+        """Key prefix of every ring: ``<namespace>/router/``."""
+        return f"{self.namespace}/router/"
+
+
+_FLAGS: list[tuple[str, str, str]] = [
+    ("--listen", "HOST:PORT", "serve the Router API and the proxy here (default 127.0.0.1:7070)"),
+    ("--endpoints", "E1,E2", "consensus (etcd v3 API) endpoints (default 127.0.0.1:2379)"),
+    ("--namespace", "PREFIX", "key prefix: members live under PREFIX/router/ (default synod)"),
+    (
+        "--bounded-load",
+        "C",
+        "forward to the next replica when the owner has > C x average in-flight calls "
+        "(e.g. 1.25; default off)",
+    ),
+    ("--metrics-addr", "HOST:PORT", "serve Prometheus metrics over HTTP here (default off)"),
+    ("--forward-timeout", "SECONDS", "deadline of forwarded calls without one (default 30)"),
+]
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    for flag, metavar, help_text in _FLAGS:
+        p.add_argument(flag, metavar=metavar, help=f"{help_text} [env {env_name(flag)}]")
+
+
+def _float(value: str, flag: str) -> float:
+    try:
+        return float(value)
+    except ValueError:
+        raise ConfigError(f"{flag}: {value!r} is not a number") from None
+
+
+def from_args(args: argparse.Namespace, environ: Mapping[str, str] | None = None) -> RouterConfig:
+    env = os.environ if environ is None else environ
+
+    def get(flag: str) -> str | None:
+        v = getattr(args, flag.lstrip("-").replace("-", "_"), None)
+        if v is None:
+            v = env.get(env_name(flag))
+        return v
+
+    c = RouterConfig()
+    if (v := get("--listen")) is not None:
+        host, port = parse_url(v, "--listen")
+        c.listen = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    if (v := get("--endpoints")) is not None:
+        eps = [e.strip() for e in v.split(",") if e.strip()]
+        if not eps:
+            raise ConfigError("--endpoints: at least one endpoint is required")
+        for e in eps:
+            parse_url(e, "--endpoints")
+        c.endpoints = eps
+    if (v := get("--namespace")) is not None:
+        ns = v.strip().rstrip("/")
+        if not ns:
+            raise ConfigError("--namespace: must not be empty")
+        c.namespace = ns
+    if (v := get("--bounded-load")) is not None and v.strip():
+        b = _float(v, "--bounded-load")
+        if b != 0 and b <= 1.0:
+            raise ConfigError(f"--bounded-load: must be > 1 (or 0 for off), got {b}")
+        c.bounded_load = b
+    if (v := get("--metrics-addr")) is not None and v:
+        parse_url(v, "--metrics-addr")
+        c.metrics_addr = v
+    if (v := get("--forward-timeout")) is not None:
+        t = _float(v, "--forward-timeout")
+        if t <= 0:
+            raise ConfigError("--forward-timeout: must be > 0")
+        c.forward_timeout = t
+    return c
