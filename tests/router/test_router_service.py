@@ -36,12 +36,12 @@ def register(rs: Routers, ring: str, id: str, address: str, ttl: int = 120) -> i
 def test_replicas_agree_and_follow_membership(routers: Routers) -> None:  # noqa: F811
     rs, ring = routers, "agree"
     for i in range(5):
-        register(rs, ring, f"node-{i}", f"10.0.0.{i}:80")
+        register(rs, ring, f"node-{i}", f"127.0.1.{i}:80")
     # A backend in another language registers itself with any etcd client, at the
     # documented key, with a lease, without the router.
     with grpc.insecure_channel(rs.store.endpoints[0]) as ch:
         lease = rpc_pb2_grpc.LeaseStub(ch).LeaseGrant(rpc_pb2.LeaseGrantRequest(TTL=120)).ID
-        value = json.dumps({"address": "10.0.0.9:80", "weight": 2, "metadata": {"az": "b"}})
+        value = json.dumps({"address": "127.0.1.9:80", "weight": 2, "metadata": {"az": "b"}})
         put = rpc_pb2_grpc.KVStub(ch).Put(
             rpc_pb2.PutRequest(
                 key=f"test/router/{ring}/members/direct".encode(), value=value.encode(), lease=lease
