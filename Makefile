@@ -9,13 +9,14 @@ SEED   ?=
 
 .DEFAULT_GOAL := help
 
-.PHONY: help venv protos deps test sim lint clean
+.PHONY: help venv protos deps test sim lint clean up
 
 help:
 	@echo "make venv    - create $(VENV) and install synod[test] (editable); regenerate protos"
 	@echo "make protos  - regenerate protobuf/gRPC stubs from protos/ into services/"
 	@echo "make deps    - install etcd-client/etcd-server via apt if etcdctl missing (root only)"
 	@echo "make test    - venv + protos + deps, then pytest -n 2"
+	@echo "make up      - run a local Synod: 3 consensus members, 2 lock, 2 router replicas"
 	@echo "make sim     - Raft simulation: SEEDS=$(SEEDS) [SEED=n]"
 	@echo "make lint    - ruff + mypy"
 	@echo "make clean   - remove venv, caches and generated stubs"
@@ -46,6 +47,10 @@ deps:
 
 test: venv protos deps
 	$(BIN)/pytest -n 2
+
+# UP_ARGS, e.g. UP_ARGS="--clean --base-port 3379"
+up: venv protos deps
+	$(BIN)/synod up $(UP_ARGS)
 
 sim: venv protos
 	$(BIN)/python -m synod.consensus.sim --seeds $(SEEDS) $(if $(SEED),--seed $(SEED))

@@ -114,6 +114,21 @@ def _router(args: argparse.Namespace) -> int:
     return run(args)
 
 
+def _up_args(p: argparse.ArgumentParser) -> None:
+    from synod.up import add_arguments
+
+    add_arguments(p)
+
+
+@subcommand(
+    "up", help="Run a whole local Synod (3 members, 2 lock, 2 router replicas).", args=_up_args
+)
+def _up(args: argparse.Namespace) -> int:
+    from synod.up import run
+
+    return run(args)
+
+
 # --- entry point ----------------------------------------------------------------
 
 

@@ -1,0 +1,240 @@
+"""`synod up`: a whole local Synod on loopback, as separate processes.
+
+Three consensus members, two lock-service replicas and two router replicas,
+data under ./.synod/ (kept across runs; --clean starts afresh). It waits until
+every process reports SERVING on the standard gRPC health service, prints one
+table, and then watches: a process that exits is reported at once. Ctrl-C
+(or SIGTERM) stops everything, leader last.
+
+Ports, from --base-port B (default 2379): member i (1..3) serves clients on
+B + 2(i-1) and peers on B + 2(i-1) + 1; lock replicas on B + 6 and B + 7;
+router replicas on B + 8 and B + 9.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from synod.etcd.etcdserverpb import rpc_pb2, rpc_pb2_grpc
+
+
+@dataclass
+class Proc:
+    kind: str  # consensus | lock | router
+    name: str
+    port: int
+    args: list[str]
+    log: Path
+    popen: subprocess.Popen[bytes] | None = None
+    reported_dead: bool = False
+    extra: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--base-port", type=int, default=2379, help="first of 10 ports (default 2379)")
+    p.add_argument("--data-dir", default=".synod", help="where members keep data and logs")
+    p.add_argument("--clean", action="store_true", help="delete --data-dir first")
+    p.add_argument(
+        "--timeout", type=float, default=60.0, help="seconds to wait for everything to be healthy"
+    )
+    p.add_argument(
+        "--no-router",
+        action="store_true",
+        help="do not start the router replicas",
+    )
+
+
+def port_free(port: int) -> bool:
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def plan(base: int, data: Path, with_router: bool) -> list[Proc]:
+    py = [sys.executable, "-m", "synod"]
+    members = [(f"m{i}", base + 2 * (i - 1), base + 2 * (i - 1) + 1) for i in (1, 2, 3)]
+    cluster = ",".join(f"{n}=http://127.0.0.1:{peer}" for n, _, peer in members)
+    endpoints = ",".join(f"127.0.0.1:{c}" for _, c, _ in members)
+    procs = []
+    for name, client, peer in members:
+        procs.append(
+            Proc(
+                "consensus", name, client,
+                [*py, "consensus", "--name", name, "--data-dir", str(data / name),
+                 "--listen-client-urls", f"http://127.0.0.1:{client}",
+                 "--listen-peer-urls", f"http://127.0.0.1:{peer}",
+                 "--initial-advertise-peer-urls", f"http://127.0.0.1:{peer}",
+                 "--initial-cluster", cluster],
+                data / f"{name}.log",
+                extra={"peer": f"127.0.0.1:{peer}"},
+            )
+        )  # fmt: skip
+    for i, port in enumerate((base + 6, base + 7), 1):
+        procs.append(
+            Proc(
+                "lock", f"lock{i}", port,
+                [*py, "lock", "--listen", f"127.0.0.1:{port}", "--endpoints", endpoints],
+                data / f"lock{i}.log",
+            )
+        )  # fmt: skip
+    if with_router:
+        for i, port in enumerate((base + 8, base + 9), 1):
+            procs.append(
+                Proc(
+                    "router", f"router{i}", port,
+                    [*py, "router", "--listen", f"127.0.0.1:{port}", "--endpoints", endpoints],
+                    data / f"router{i}.log",
+                )
+            )  # fmt: skip
+    return procs
+
+
+def healthy(p: Proc) -> bool:
+    try:
+        with grpc.insecure_channel(p.address) as ch:
+            r = health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(), timeout=1)
+        return r.status == health_pb2.HealthCheckResponse.SERVING
+    except grpc.RpcError:
+        return False
+
+
+def consensus_role(p: Proc) -> str:
+    try:
+        with grpc.insecure_channel(p.address) as ch:
+            st = rpc_pb2_grpc.MaintenanceStub(ch).Status(rpc_pb2.StatusRequest(), timeout=1)
+    except grpc.RpcError:
+        return "unreachable"
+    if st.isLearner:
+        return "learner"
+    return "leader" if st.leader and st.leader == st.header.member_id else "follower"
+
+
+def table(procs: list[Proc]) -> str:
+    rows = [("SERVICE", "NAME", "ADDRESS", "STATE")]
+    for p in procs:
+        state = "healthy" if healthy(p) else "NOT SERVING"
+        if p.kind == "consensus":
+            state = f"{consensus_role(p)}, {state}"
+        rows.append((p.kind, p.name, p.address, state))
+    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows)
+
+
+def run(args: argparse.Namespace) -> int:
+    data = Path(args.data_dir)
+    if args.clean and data.exists():
+        shutil.rmtree(data)
+    data.mkdir(parents=True, exist_ok=True)
+    with_router = not args.no_router
+    procs = plan(args.base_port, data, with_router)
+    taken = [
+        port
+        for p in procs
+        for port in [p.port, *(int(v.rsplit(":", 1)[1]) for v in p.extra.values())]
+        if not port_free(port)
+    ]
+    if taken:
+        print(
+            f"synod up: port(s) {', '.join(map(str, taken))} on 127.0.0.1 are already in use "
+            f"(another synod up or etcd?). Stop that, or pick other ports: "
+            f"synod up --base-port {args.base_port + 100}",
+            file=sys.stderr,
+        )
+        return 2
+    stopping = False
+
+    def stop(*_: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
+    for p in procs:
+        with open(p.log, "ab") as log:
+            p.popen = subprocess.Popen(
+                p.args, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            )
+    print(f"synod up: starting {len(procs)} processes (logs in {data}/*.log) ...", flush=True)
+    deadline = time.monotonic() + args.timeout
+    pending = list(procs)
+    code = 0
+    while pending and not stopping:
+        pending = [p for p in pending if not healthy(p)]
+        dead = [p for p in procs if p.popen is not None and p.popen.poll() is not None]
+        if dead or time.monotonic() > deadline:
+            for p in dead:
+                print(
+                    f"synod up: {p.name} exited with code {p.popen.returncode}; see {p.log}",
+                    file=sys.stderr,
+                )  # type: ignore[union-attr]
+            if not dead:
+                names = ", ".join(p.name for p in pending)
+                print(f"synod up: not healthy after {args.timeout:.0f}s: {names}", file=sys.stderr)
+            code = 1
+            stopping = True
+            break
+        time.sleep(0.2)
+    if not stopping:
+        endpoints = ",".join(p.address for p in procs if p.kind == "consensus")
+        locks = ",".join(p.address for p in procs if p.kind == "lock")
+        print("synod up: all healthy\n")
+        print(table(procs))
+        print(
+            "\nNext steps:\n"
+            f"  ETCDCTL_API=3 etcdctl --endpoints={endpoints} put hello world\n"
+            f"  ETCDCTL_API=3 etcdctl --endpoints={endpoints} endpoint status -w table\n"
+            f"  ETCDCTL_API=3 etcdctl --endpoints={endpoints} lock mylock   # held until Ctrl-C\n"
+            f"  lock service (synod.lock.v1.Lock) at {locks}\n"
+            "Ctrl-C stops everything.",
+            flush=True,
+        )
+    while not stopping:
+        for p in procs:
+            if p.popen is not None and p.popen.poll() is not None and not p.reported_dead:
+                p.reported_dead = True
+                print(
+                    f"synod up: {p.kind} {p.name} ({p.address}) exited with code "
+                    f"{p.popen.returncode}; see {p.log}",
+                    file=sys.stderr,
+                    flush=True,
+                )
+        time.sleep(0.5)
+    shutdown(procs)
+    return code
+
+
+def shutdown(procs: list[Proc]) -> None:
+    """SIGTERM everything (the consensus leader hands over first), then wait; SIGKILL stragglers."""
+    print("\nsynod up: stopping ...", flush=True)
+    for p in sorted(procs, key=lambda p: p.kind == "consensus"):  # clients of consensus first
+        if p.popen is not None and p.popen.poll() is None:
+            p.popen.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + 15
+    for p in procs:
+        if p.popen is None:
+            continue
+        try:
+            p.popen.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            p.popen.kill()
+            p.popen.wait()
+    print("synod up: stopped", flush=True)
