@@ -112,7 +112,7 @@ def healthy(p: Proc) -> bool:
     try:
         with grpc.insecure_channel(p.address) as ch:
             r = health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(), timeout=1)
-        return r.status == health_pb2.HealthCheckResponse.SERVING
+        return bool(r.status == health_pb2.HealthCheckResponse.SERVING)
     except grpc.RpcError:
         return False
 
@@ -182,10 +182,8 @@ def run(args: argparse.Namespace) -> int:
         dead = [p for p in procs if p.popen is not None and p.popen.poll() is not None]
         if dead or time.monotonic() > deadline:
             for p in dead:
-                print(
-                    f"synod up: {p.name} exited with code {p.popen.returncode}; see {p.log}",
-                    file=sys.stderr,
-                )  # type: ignore[union-attr]
+                rc = p.popen.returncode if p.popen is not None else None
+                print(f"synod up: {p.name} exited with code {rc}; see {p.log}", file=sys.stderr)
             if not dead:
                 names = ", ".join(p.name for p in pending)
                 print(f"synod up: not healthy after {args.timeout:.0f}s: {names}", file=sys.stderr)
