@@ -60,6 +60,7 @@ class LockSession:
         self._channel: grpc.aio.Channel | None = None
         self._stub: lock_pb2_grpc.LockStub | None = None
         self._keeper: asyncio.Task[None] | None = None
+        self._old_channels: list[grpc.aio.Channel] = []
         self.lost = asyncio.Event()
 
     async def __aenter__(self) -> LockSession:
@@ -71,6 +72,10 @@ class LockSession:
 
     def _connect(self, i: int = 0) -> lock_pb2_grpc.LockStub:
         target = self.endpoints[i % len(self.endpoints)]
+        if self._channel is not None:
+            # Calls in flight on it (the keepalive stream, an Acquire) end by
+            # themselves; it is closed with the session.
+            self._old_channels.append(self._channel)
         self._channel = grpc.aio.insecure_channel(target)
         self._stub = lock_pb2_grpc.LockStub(self._channel)
         return self._stub
@@ -111,8 +116,10 @@ class LockSession:
                 await self._stub.CloseSession(
                     lock_pb2.CloseSessionRequest(session_id=self.session_id), timeout=self.timeout
                 )
-        if self._channel is not None:
-            await self._channel.close(None)
+        for ch in [*self._old_channels, self._channel]:
+            if ch is not None:
+                await ch.close(None)
+        self._old_channels.clear()
 
     async def acquire(
         self, name: str, *, shared: bool = False, limit: int = 1, timeout: float | None = None
@@ -136,13 +143,27 @@ class LockSession:
                     raise
                 attempt += 1
                 self._connect(attempt)
+                # Back off a little: UNAVAILABLE also means "the consensus service
+                # has no leader right now", which no replica can fix at once.
+                await asyncio.sleep(min(0.05 * 2**attempt, 1.0))
 
     async def release(self, held: HeldLock) -> None:
-        assert self._stub is not None
-        await self._stub.Release(
-            lock_pb2.ReleaseRequest(name=held.name, session_id=held.session_id),
-            timeout=self.timeout,
-        )
+        """Release the grant, failing over to another replica if this one is gone."""
+        req = lock_pb2.ReleaseRequest(name=held.name, session_id=held.session_id)
+        attempt = 0
+        while True:
+            assert self._stub is not None
+            try:
+                await self._stub.Release(req, timeout=self.timeout)
+                return
+            except grpc.aio.AioRpcError as e:
+                if attempt and e.code() == grpc.StatusCode.FAILED_PRECONDITION:
+                    return  # the attempt whose answer we lost did release it
+                if e.code() != grpc.StatusCode.UNAVAILABLE or attempt >= 2 * len(self.endpoints):
+                    raise
+                attempt += 1
+                self._connect(attempt)
+                await asyncio.sleep(min(0.05 * 2**attempt, 1.0))
 
     @contextlib.asynccontextmanager
     async def lock(self, name: str, **kw: object) -> AsyncIterator[HeldLock]:

@@ -62,6 +62,7 @@ class LockStats:
     grants: int = 0
     waits: int = 0
     wakeups: int = 0
+    sessions_opened: int = 0
 
 
 class LockCore:
@@ -91,7 +92,8 @@ class LockCore:
         return self.prefix(name) + format(session, "x").encode()
 
     async def keys(self, name: str, revision: int = 0) -> tuple[list[LockKey], int]:
-        """The lock's keys in line order, and the revision they were read at."""
+        """The lock's keys in line order (as of `revision` if given), and the store's
+        current revision (the response header's, which may be past `revision`)."""
         resp = await self.client.get(
             self.prefix(name), prefix=True, revision=revision, sort=("create", "ascend")
         )
@@ -106,7 +108,9 @@ class LockCore:
     async def open_session(self, ttl: int) -> tuple[int, int]:
         if ttl <= 0:
             raise LockError(grpc.StatusCode.INVALID_ARGUMENT, f"ttl_seconds must be > 0, got {ttl}")
-        return await self.client.grant(ttl)
+        granted = await self.client.grant(ttl)
+        self.stats.sessions_opened += 1
+        return granted
 
     async def keepalive(self, session: int) -> int:
         try:
@@ -137,7 +141,10 @@ class LockCore:
         waited = False
         try:
             while True:
-                keys, revision = await self.keys(name, revision)
+                # Read at `revision` and keep it: the Range's header carries the
+                # store's *current* revision, and watching from there would miss
+                # a release between the two (the waiter would sleep for ever).
+                keys, _ = await self.keys(name, revision)
                 ahead = [k for k in keys if k.create_revision < mine.create_revision]
                 me = next((k for k in keys if k.key == key), None)
                 if me is None or me.create_revision != mine.create_revision:

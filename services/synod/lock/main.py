@@ -14,7 +14,7 @@ import grpc
 import structlog
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Gauge, Histogram, start_http_server
 
 from synod.client.etcd import EtcdClient
 from synod.consensus.config import ConfigError, env_name, parse_url
@@ -79,7 +79,9 @@ class LockMetrics:
         Gauge(
             "synod_lock_wakeups", "Times a waiter woke up to look again", registry=r
         ).set_function(lambda: stats.wakeups)
-        self.sessions = Counter("synod_lock_sessions_opened", "Sessions opened", registry=r)
+        Gauge(
+            "synod_lock_sessions_opened", "Sessions opened through this replica", registry=r
+        ).set_function(lambda: stats.sessions_opened)
         self.wait_seconds = Histogram(
             "synod_lock_wait_seconds",
             "Time from joining the line to the grant",
