@@ -5,49 +5,18 @@ consensus service, tests/support/synod_backend.py) and "etcd" (the real
 /usr/bin/etcd 3.4, tests/support/etcd_harness.py), so the client is held to
 etcd's behaviour and Synod to the client's expectations.
 
-Async tests: plain ``async def test_...`` functions are run here with
+Async tests: plain ``async def test_...`` functions are run by tests/conftest.py with
 ``asyncio.run`` (the suite has no pytest-asyncio); each gets a hard deadline.
 """
 
 from __future__ import annotations
 
-import asyncio
-import inspect
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
-from etcd_harness import ETCD_BIN, EtcdCluster
+from etcd_harness import EtcdCluster
 from synod_backend import SynodCluster
-
-BACKENDS = ["synod", "etcd"]
-ASYNC_TEST_TIMEOUT = 90.0
-
-
-@pytest.hookimpl(tryfirst=True)
-def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> bool | None:
-    fn = pyfuncitem.obj
-    if not inspect.iscoroutinefunction(fn):
-        return None
-    names = pyfuncitem._fixtureinfo.argnames
-    kwargs = {n: pyfuncitem.funcargs[n] for n in names}
-
-    async def run() -> Any:
-        async with asyncio.timeout(ASYNC_TEST_TIMEOUT):
-            return await fn(**kwargs)
-
-    asyncio.run(run())
-    return True
-
-
-@pytest.fixture(params=BACKENDS)
-def backend(request: pytest.FixtureRequest) -> str:
-    name = str(request.param)
-    if name == "etcd" and not shutil.which(ETCD_BIN):
-        pytest.skip("etcd binary not installed")
-    return name
 
 
 def _start_cluster(
