@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import grpc
+import pytest
 from lock_harness import (
     ELECTION_TIMEOUT_S,
     FencedCounter,
@@ -22,6 +23,7 @@ from lock_harness import (
 )
 
 from synod.client.locks import HeldLock, LockSession
+from synod.lock.v1 import lock_pb2, lock_pb2_grpc
 
 RETRYABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED}
 
@@ -191,4 +193,42 @@ async def test_consensus_leader_killed_under_lock_traffic(lock_env3: LockEnv) ->
         assert len(set(tracker.tokens)) == len(tracker.tokens)
     finally:
         for s in sessions:
+            await s.close()
+
+
+async def test_sigterm_sends_waiters_unavailable_and_they_keep_their_place(
+    lock_env: LockEnv,
+) -> None:
+    name = "sigterm"
+    holder_s = lock_env.session(first=1)
+    waiter_s = lock_env.session(first=0)
+    for s in (holder_s, waiter_s):
+        await s.open()
+    try:
+        first = await holder_s.acquire(name)
+        stopping = lock_env.replicas[0]
+        # A raw call on the replica that stops, so we see exactly what it answers.
+        async with grpc.aio.insecure_channel(stopping.address) as ch:
+            stub = lock_pb2_grpc.LockStub(ch)
+            req = lock_pb2.AcquireRequest(name=name, session_id=waiter_s.session_id)
+            call = stub.Acquire(req, timeout=30)
+            await lock_env.wait_waiters(name, 1)
+            assert stopping.proc is not None
+            stopping.proc.send_signal(signal.SIGTERM)
+            with pytest.raises(grpc.aio.AioRpcError) as ei:
+                await call
+            assert ei.value.code() == grpc.StatusCode.UNAVAILABLE
+            assert "shutting down" in (ei.value.details() or "")
+        assert stopping.proc.wait(timeout=15) == 0
+        # Its place in line outlives the replica (it belongs to the session), so
+        # the retry on the other replica waits where it was and then gets it.
+        line = await lock_env.inspect(name, replica=1)
+        assert [w.session_id for w in line.waiters] == [waiter_s.session_id]
+        retry = asyncio.create_task(waiter_s.acquire(name, timeout=20))
+        await holder_s.release(first)
+        held = await retry
+        assert held.token > first.token
+        await waiter_s.release(held)
+    finally:
+        for s in (holder_s, waiter_s):
             await s.close()

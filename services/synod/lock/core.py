@@ -75,6 +75,8 @@ class LockCore:
         self.client = client
         self.namespace = namespace.encode()
         self.stats = LockStats()
+        #: set when the replica stops: waiters are answered UNAVAILABLE and keep their place
+        self.shutting_down = False
         self._on_wait_done = on_wait_done
 
     # -- names and keys -------------------------------------------------------------
@@ -173,7 +175,10 @@ class LockCore:
             # Giving up (deadline, cancel, disconnect, or TryAcquire finding it
             # taken): leave the line at once. A TryAcquire leaves alone a place
             # an earlier Acquire of the same session made.
-            if created or wait:
+            # A replica that is shutting down keeps waiters' places instead: they
+            # belong to the session, and the client's retry on another replica
+            # finds its place there.
+            if (created or wait) and not self.shutting_down:
                 await self._leave_line(key, mine.create_revision)
             raise
         if waited:

@@ -141,6 +141,7 @@ async def _serve(cfg: LockConfig) -> int:
     log.info("lock_started", listen=cfg.listen, endpoints=cfg.endpoints, namespace=cfg.namespace)
     await stop.wait()
     log.info("lock_stopping")
+    core.shutting_down = True
     shutdown.event.set()  # waiters get UNAVAILABLE and retry on another replica
     await health_servicer.enter_graceful_shutdown()
     await server.stop(grace=2.0)
