@@ -9,7 +9,7 @@ SEED   ?=
 
 .DEFAULT_GOAL := help
 
-.PHONY: help venv protos deps test sim lint clean up
+.PHONY: help venv protos deps node-deps test sim lint clean up
 
 help:
 	@echo "make venv    - create $(VENV) and install synod[test] (editable); regenerate protos"
@@ -45,7 +45,18 @@ deps:
 		echo "deps: WARNING: etcdctl missing and not root (or no apt-get); tests needing etcd will be skipped" >&2; \
 	fi
 
-test: venv protos deps
+node-deps:
+	@if [ -d clients/node/node_modules ]; then \
+		echo "node-deps: clients/node/node_modules present"; \
+	elif command -v npm >/dev/null 2>&1; then \
+		echo "node-deps: installing clients/node packages from package-lock.json"; \
+		( cd clients/node && npm ci --no-audit --no-fund ) \
+		|| echo "node-deps: WARNING: npm ci failed; the Node client test will be skipped" >&2; \
+	else \
+		echo "node-deps: WARNING: npm not found; skipping (the Node client test will be skipped)" >&2; \
+	fi
+
+test: venv protos deps node-deps
 	$(BIN)/pytest -n 2
 
 # UP_ARGS, e.g. UP_ARGS="--clean --base-port 3379"
