@@ -191,6 +191,14 @@ class Lessor:
 
     # -- keepalive and TTL ---------------------------------------------------------
 
+    def caught_up(self) -> bool:
+        """Whether this leader's lease table is current: it has committed an entry of
+        its term and applied everything committed (etcd's waitAppliedIndex)."""
+        node = self.m.node
+        assert node is not None
+        log_ = node.raw.raft.log
+        return log_.term(log_.committed) == node.raw.raft.term and node.applied >= log_.committed
+
     async def keepalive(self, req: rpc_pb2.LeaseKeepAliveRequest) -> rpc_pb2.LeaseKeepAliveResponse:
         if self.clock.active:
             return self.local_keepalive(req)
@@ -199,11 +207,19 @@ class Lessor:
 
     def local_keepalive(self, req: rpc_pb2.LeaseKeepAliveRequest) -> rpc_pb2.LeaseKeepAliveResponse:
         assert self.m.state is not None
+        from synod.consensus.node import NotLeaderError
+
+        if not self.caught_up():
+            # A brand-new leader may not have applied a recent grant yet: do not
+            # answer "not found" for a live lease; the client retries.
+            raise NotLeaderError("leader is catching up; retry")
         lease = self.m.state.leases.get(req.ID)
         ttl = 0  # etcd answers an unknown lease with TTL 0
-        if lease is not None:
+        if lease is not None and lease.id not in self.clock.revoking:
             self.clock.renew(lease)
             ttl = lease.ttl
+        # A lease whose revoke is on its way is as good as gone: say so (TTL 0)
+        # rather than renew it and let its keys vanish under the client.
         return rpc_pb2.LeaseKeepAliveResponse(header=self.m.header(), ID=req.ID, TTL=ttl)
 
     async def time_to_live(
@@ -218,6 +234,10 @@ class Lessor:
         self, req: rpc_pb2.LeaseTimeToLiveRequest
     ) -> rpc_pb2.LeaseTimeToLiveResponse:
         assert self.m.state is not None
+        from synod.consensus.node import NotLeaderError
+
+        if not self.caught_up():
+            raise NotLeaderError("leader is catching up; retry")
         lease = self.m.state.leases.get(req.ID)
         if lease is None:
             # etcd reports an unknown or expired lease as TTL -1

@@ -358,8 +358,8 @@ class Member:
         fut = self.node.propose(rid, req.SerializeToString())
         try:
             return await asyncio.wait_for(fut, timeout)
-        except TimeoutError:
-            self.node.forget(rid)
+        except BaseException:
+            self.node.forget(rid)  # timed out or the client went away
             raise
 
     def wait_for_state(self, predicate: Callable[[], bool]) -> asyncio.Future[None]:
@@ -378,7 +378,12 @@ class Member:
         for pred, fut in self._state_waiters:
             if fut.done():
                 continue
-            if pred():
+            try:
+                ready = pred()
+            except Exception as e:  # noqa: BLE001 - that waiter fails, nobody else
+                fut.set_exception(e)
+                continue
+            if ready:
                 fut.set_result(None)
             else:
                 keep.append((pred, fut))

@@ -111,7 +111,9 @@ class Membership:
         assert m.node is not None and m.state is not None
         members = m.state.members
         mid = req.node_id
-        kind = _TYPES[req.type]
+        kind = _TYPES.get(req.type)
+        if kind is None:
+            raise ApiError(grpc.StatusCode.INVALID_ARGUMENT, f"unknown change type {req.type}")
         ctx = req.context
         if kind == ConfChangeType.REMOVE:
             if mid not in members:
@@ -132,8 +134,25 @@ class Membership:
             raise ApiError(grpc.StatusCode.UNAVAILABLE, f"etcdserver: {e}") from None
         except ConfChangeError as e:
             raise ApiError(grpc.StatusCode.FAILED_PRECONDITION, f"etcdserver: {e}") from None
+        term = m.node.raw.raft.log.term(index)
         await asyncio.wait_for(m.node.wait_applied(index), timeout=10.0)
+        # Applied at that index, but was it our entry? A leader change may have
+        # replaced it with another leader's entry at the same index.
+        if m.node.raw.raft.log.term(index) not in (term, None) or not self._took_effect(req):
+            raise ApiError(
+                grpc.StatusCode.UNAVAILABLE,
+                "etcdserver: leader changed before the membership change committed; retry",
+            )
         return internal_pb2.ConfChangeResponse(members=self.members_pb(), raft_term=m.node.term)
+
+    def _took_effect(self, req: internal_pb2.ConfChangeRequest) -> bool:
+        assert self.m.state is not None
+        info = self.m.state.members.get(req.node_id)
+        if req.type == CC.REMOVE:
+            return info is None
+        if info is None:
+            return False
+        return info.is_learner == (req.type == CC.ADD_LEARNER)
 
     def _check_promotable(self, mid: int) -> None:
         m = self.m

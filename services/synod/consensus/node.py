@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import os
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -40,6 +41,14 @@ from synod.consensus.raft import (
 )
 
 log = structlog.get_logger("synod.node")
+
+
+def _call_safely(fn: Callable[..., None], *args: Any) -> None:
+    """A listener's bug must not stop the member's Raft loop: log it and go on."""
+    try:
+        fn(*args)
+    except Exception as e:  # noqa: BLE001
+        log.error("listener_failed", listener=getattr(fn, "__qualname__", repr(fn)), error=repr(e))
 
 
 class NotLeaderError(Exception):
@@ -112,7 +121,11 @@ class Node:
         self._apply_waiters: list[tuple[int, asyncio.Future[None]]] = []
         self._ticks = 0
         self._wake = asyncio.Event()
-        self._read_ids = itertools.count(1)
+        # Contexts must not repeat across restarts: a late answer to a read sent
+        # by an earlier process must never match a new read.
+        self._read_ids = itertools.count(int.from_bytes(os.urandom(7), "big") << 8)
+        #: when (loop time) each in-flight read context was sent, to re-ask lost ones
+        self._read_sent: dict[bytes, float] = {}
         self._io = ThreadPoolExecutor(1, thread_name_prefix="wal")
         self._stopped = False
         self._tasks: list[asyncio.Task[None]] = []
@@ -270,6 +283,9 @@ class Node:
                         f.set_exception(err)
             else:
                 self._reads_in_flight[ctx] = reads
+                self._read_sent[ctx] = asyncio.get_running_loop().time()
+        if self._reads_in_flight and ticks:
+            self._retry_lost_reads()
 
     async def _handle_ready(self, rd: Ready) -> None:
         raw = self.raw
@@ -292,6 +308,7 @@ class Node:
         if rd.committed_entries:
             self._apply(rd.committed_entries)
         for rs in rd.read_states:
+            self._read_sent.pop(rs.context, None)
             futs = self._reads_in_flight.pop(rs.context, None)
             if futs:
                 self._reads_ready.append((rs.index, futs))
@@ -305,7 +322,7 @@ class Node:
         raw.advance(rd)
         if rd.committed_entries or rd.snapshot is not None:
             for fn in self.on_applied:
-                fn()
+                _call_safely(fn)
         await self._maybe_snapshot()
 
     def _apply(self, entries: Sequence[Entry]) -> None:
@@ -336,6 +353,18 @@ class Node:
                 keep.append((index, futs))
         self._reads_ready = keep
 
+    def _retry_lost_reads(self) -> None:
+        """Ask again for reads unanswered for an election timeout (the request or the
+        answer was lost: a broken peer stream, a leader that stepped down and back)."""
+        now = asyncio.get_running_loop().time()
+        limit = self.tick_seconds * self.raw.raft.cfg.election_tick
+        for ctx in [c for c, t in self._read_sent.items() if now - t > limit]:
+            del self._read_sent[ctx]
+            futs = [f for f in self._reads_in_flight.pop(ctx, []) if not f.done()]
+            self._new_reads.extend(futs)
+        if self._new_reads:
+            self._wake.set()
+
     def _wake_apply_waiters(self) -> None:
         keep = []
         for index, fut in self._apply_waiters:
@@ -349,7 +378,9 @@ class Node:
     def _on_soft_state(self, rd: Ready) -> None:
         s = rd.soft_state
         assert s is not None
-        changed = s.leader != self.leader
+        # A leader that stepped down and was re-elected keeps its id but not
+        # its pending reads: compare the term too.
+        changed = (s.leader, s.term) != (self.leader, self.term)
         self.leader, self.role, self.term = s.leader, s.role, s.term
         if not changed:
             return
@@ -359,9 +390,10 @@ class Node:
             for futs in self._reads_in_flight.values():
                 self._new_reads.extend(futs)
             self._reads_in_flight.clear()
+            self._read_sent.clear()
             self._wake.set()
         for fn in self.on_leader_change:
-            fn(s.leader)
+            _call_safely(fn, s.leader)
 
     async def _maybe_snapshot(self) -> None:
         log_ = self.raw.raft.log

@@ -57,9 +57,11 @@ def restore(path: str, cfg: member_config.MemberConfig) -> None:
     os.makedirs(cfg.data_dir, exist_ok=True)
     storage, _ = MemberStorage.open(cfg.data_dir)
     try:
-        storage.persist_ready(Ready(snapshot=snap, hard_state=HardState(term, 0, index)))
+        storage.persist_ready(Ready(snapshot=snap, hard_state=HardState(term, 0, index), sync=True))
     finally:
         storage.close()
     cluster = member_config.cluster_id(list(ids.values()))
     with open(os.path.join(cfg.data_dir, "cluster_id"), "w") as f:
         f.write(f"{cluster:x}\n")
+        f.flush()
+        os.fsync(f.fileno())

@@ -43,6 +43,15 @@ class MemberInfo:
     is_learner: bool = False
 
 
+class ApplyError(MvccError):
+    grpc_message = "etcdserver: could not apply the request"
+    grpc_code = "INTERNAL"
+
+    def __init__(self, message: str):
+        super().__init__(message)
+        self.grpc_message = message
+
+
 class LeaseExistsError(MvccError):
     message = "etcdserver: lease already exists"
     grpc_message = "etcdserver: lease already exists"
@@ -93,6 +102,11 @@ class ConsensusState:
             result: Any = self._apply_op(op, req)
         except MvccError as e:
             result = e
+        except Exception as e:  # noqa: BLE001
+            # Every member applies the same entry and would fail the same way:
+            # answer that request with an error rather than stop every member.
+            log.error("apply_failed", index=entry.index, op=op, error=repr(e))
+            result = ApplyError(f"etcdserver: could not apply the request: {e}")
         return (req.id, result) if req.id else None
 
     def _apply_op(self, op: str | None, req: internal_pb2.InternalRequest) -> Any:

@@ -34,7 +34,7 @@ class ClusterServicer(rpc_pb2_grpc.ClusterServicer):
         mid, members = await call_guarded(
             context, lambda: self.m.membership.add(list(request.peerURLs), request.isLearner)
         )
-        (added,) = [m for m in members if m.ID == mid]
+        added = next((m for m in members if m.ID == mid), rpc_pb2.Member(ID=mid))
         return rpc_pb2.MemberAddResponse(header=self.m.header(), member=added, members=members)
 
     async def MemberRemove(
@@ -54,9 +54,13 @@ class ClusterServicer(rpc_pb2_grpc.ClusterServicer):
     ) -> rpc_pb2.MemberUpdateResponse:
         from synod.consensus.config import normalize_url
 
-        update = internal_pb2.MemberUpdate(
-            member_id=request.ID, peer_urls=[normalize_url(u) for u in request.peerURLs]
-        )
+        try:
+            urls = [normalize_url(u) for u in request.peerURLs]
+        except ValueError:
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT, "etcdserver: peer URLs are not valid"
+            )
+        update = internal_pb2.MemberUpdate(member_id=request.ID, peer_urls=urls)
         m = self.m
 
         async def go() -> None:
