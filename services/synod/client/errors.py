@@ -18,6 +18,8 @@ Subclasses exist for the cases callers handle differently:
   `compact_revision` is the server's compaction revision when known (watches),
   0 when the server did not say (Range at a compacted revision).
 * `Cancelled` - the call was cancelled, or the client/watch was closed.
+* `LockLost` - a write guarded by a lock's fencing token was rejected: the
+  lock is no longer held (raised by the lock helpers, not by an RPC).
 
 Pure data; safe to use from any thread.
 """
@@ -33,6 +35,7 @@ __all__ = [
     "EtcdError",
     "FailedPrecondition",
     "InvalidArgument",
+    "LockLost",
     "NotFound",
     "Unavailable",
     "map_rpc_error",
@@ -96,6 +99,12 @@ class FailedPrecondition(EtcdError):
 
 class Cancelled(EtcdError):
     default_code = grpc.StatusCode.CANCELLED
+
+
+class LockLost(EtcdError):
+    """The lock is no longer held: a guarded write was rejected."""
+
+    default_code = grpc.StatusCode.FAILED_PRECONDITION
 
 
 class Compacted(EtcdError):

@@ -21,13 +21,12 @@ from dataclasses import dataclass
 import grpc
 
 from synod.client._transport import EOF
+from synod.client.errors import LockLost
 from synod.client.etcd import EtcdClient
 from synod.client.kv import KeyLike, compare_create_revision, op_put
 from synod.lock.v1 import lock_pb2, lock_pb2_grpc
 
-
-class LockLost(Exception):
-    """The lock is no longer held: a guarded write was rejected."""
+__all__ = ["HeldLock", "LockLost", "LockSession"]
 
 
 @dataclass(frozen=True)
