@@ -7,7 +7,7 @@ import random
 
 import grpc
 import pytest
-from lock_harness import LockEnv, Tracker
+from lock_harness import LockEnv, Tracker, wait_for
 
 from synod.client.locks import HeldLock, LockSession
 from synod.lock.v1 import lock_pb2
@@ -155,8 +155,16 @@ async def _wakeups_per_release(env: LockEnv, name: str, waiters_n: int) -> float
             done.append(held.token)
             await s.release(held)
 
+        waits_at_start = env.metric("synod_lock_waits")
         tasks = [asyncio.create_task(wait_turn(s)) for s in waiters]
         await env.wait_waiters(name, waiters_n, timeout=30)
+        # A waiter's key is in line a moment before its service replica counts the
+        # wait: let every one of them settle into waiting first.
+        await wait_for(
+            lambda: env.metric("synod_lock_waits") == waits_at_start + waiters_n,
+            30,
+            f"{waiters_n} waits counted",
+        )
         before = env.metric("synod_lock_wakeups")
         waits_before = env.metric("synod_lock_waits")
         await holder.release(first)
