@@ -9,38 +9,14 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from synod.flags import ConfigError, FlagSource, add_flags, env_name, parse_url
+
+__all__ = ["ConfigError", "MemberConfig", "add_arguments", "env_name", "from_args", "parse_url"]
+
 MIB = 1024 * 1024
-
-
-class ConfigError(ValueError):
-    """A flag's value makes no sense; the message says which flag and why."""
-
-
-def env_name(flag: str) -> str:
-    return "SYNOD_" + flag.lstrip("-").replace("-", "_").upper()
-
-
-def parse_url(url: str, flag: str) -> tuple[str, int]:
-    """`http://host:port` or `host:port` -> (host, port)."""
-    rest = url.strip()
-    for scheme in ("http://", "https://", "unix://"):
-        if rest.startswith(scheme):
-            rest = rest[len(scheme) :]
-            break
-    rest = rest.rstrip("/")
-    host, sep, port = rest.rpartition(":")
-    if not sep or not host or not port.isdigit():
-        raise ConfigError(f"{flag}: {url!r} is not host:port or http://host:port")
-    if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]
-    p = int(port)
-    if not 0 <= p <= 65535:
-        raise ConfigError(f"{flag}: port {p} out of range in {url!r}")
-    return host, p
 
 
 def parse_urls(value: str, flag: str) -> list[str]:
@@ -143,8 +119,7 @@ _FLAGS: list[tuple[str, str, str]] = [
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    for flag, metavar, help_text in _FLAGS:
-        p.add_argument(flag, metavar=metavar, help=f"{help_text} [env {env_name(flag)}]")
+    add_flags(p, _FLAGS)
     p.add_argument(
         "--unsafe-no-fsync",
         action="store_const",
@@ -166,13 +141,7 @@ def _int(value: str, flag: str, minimum: int = 1) -> int:
 
 
 def from_args(args: argparse.Namespace, environ: Mapping[str, str] | None = None) -> MemberConfig:
-    env = os.environ if environ is None else environ
-
-    def get(flag: str) -> str | None:
-        v = getattr(args, flag.lstrip("-").replace("-", "_"), None)
-        if v is None:
-            v = env.get(env_name(flag))
-        return v
+    get = FlagSource(args, environ).get
 
     c = MemberConfig()
     if (v := get("--name")) is not None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import signal
 import sys
 from dataclasses import dataclass
@@ -17,8 +16,8 @@ from grpc_reflection.v1alpha import reflection
 from prometheus_client import CollectorRegistry, Gauge, Histogram, start_http_server
 
 from synod.client.etcd import EtcdClient
-from synod.consensus.config import ConfigError, env_name, parse_url
 from synod.etcd.v3lockpb import v3lock_pb2_grpc
+from synod.flags import ConfigError, FlagSource, add_flags, parse_endpoints, parse_url
 from synod.lock.core import LockCore
 from synod.lock.service import EtcdLockServicer, LockServicer, Shutdown
 from synod.lock.v1 import lock_pb2_grpc
@@ -42,24 +41,15 @@ class LockConfig:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    for flag, metavar, help_text in _FLAGS:
-        p.add_argument(flag, metavar=metavar, help=f"{help_text} [env {env_name(flag)}]")
+    add_flags(p, _FLAGS)
 
 
 def config_from(args: argparse.Namespace, environ: dict[str, str] | None = None) -> LockConfig:
-    env = dict(os.environ) if environ is None else environ
-
-    def get(flag: str) -> str | None:
-        v = getattr(args, flag.lstrip("-").replace("-", "_"), None)
-        return v if v is not None else env.get(env_name(flag))
+    get = FlagSource(args, environ).get
 
     listen = get("--listen") or "127.0.0.1:2479"
     parse_url(listen, "--listen")
-    endpoints = [e.strip() for e in (get("--endpoints") or "").split(",") if e.strip()]
-    if not endpoints:
-        raise ConfigError("--endpoints: at least one consensus endpoint is required")
-    for e in endpoints:
-        parse_url(e, "--endpoints")
+    endpoints = parse_endpoints(get("--endpoints") or "", "--endpoints")
     metrics = get("--metrics-addr") or ""
     if metrics:
         parse_url(metrics, "--metrics-addr")

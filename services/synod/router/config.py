@@ -6,11 +6,10 @@ A flag on the command line wins over the environment, which wins over the defaul
 from __future__ import annotations
 
 import argparse
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from synod.consensus.config import ConfigError, env_name, parse_url
+from synod.flags import ConfigError, FlagSource, add_flags, parse_endpoints, parse_url
 
 __all__ = ["ConfigError", "RouterConfig", "add_arguments", "from_args"]
 
@@ -46,8 +45,7 @@ _FLAGS: list[tuple[str, str, str]] = [
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    for flag, metavar, help_text in _FLAGS:
-        p.add_argument(flag, metavar=metavar, help=f"{help_text} [env {env_name(flag)}]")
+    add_flags(p, _FLAGS)
 
 
 def _float(value: str, flag: str) -> float:
@@ -58,25 +56,14 @@ def _float(value: str, flag: str) -> float:
 
 
 def from_args(args: argparse.Namespace, environ: Mapping[str, str] | None = None) -> RouterConfig:
-    env = os.environ if environ is None else environ
-
-    def get(flag: str) -> str | None:
-        v = getattr(args, flag.lstrip("-").replace("-", "_"), None)
-        if v is None:
-            v = env.get(env_name(flag))
-        return v
+    get = FlagSource(args, environ).get
 
     c = RouterConfig()
     if (v := get("--listen")) is not None:
         host, port = parse_url(v, "--listen")
         c.listen = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     if (v := get("--endpoints")) is not None:
-        eps = [e.strip() for e in v.split(",") if e.strip()]
-        if not eps:
-            raise ConfigError("--endpoints: at least one endpoint is required")
-        for e in eps:
-            parse_url(e, "--endpoints")
-        c.endpoints = eps
+        c.endpoints = parse_endpoints(v, "--endpoints")
     if (v := get("--namespace")) is not None:
         ns = v.strip().rstrip("/")
         if not ns:
