@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from typing import Any
 
 import grpc
 import structlog
@@ -205,16 +206,32 @@ class _PeerSender:
                 # finished meanwhile an InvalidStateError or UsageError.
                 code = e.code().name if isinstance(e, grpc.aio.AioRpcError) else type(e).__name__
                 if connected_once:
-                    log.warning("peer_stream_broken", peer=f"{self.id:x}", code=code)
+                    detail = await _call_outcome(call)
+                    log.warning("peer_stream_broken", peer=f"{self.id:x}", code=code, detail=detail)
                 connected_once = False
                 call.cancel()
                 self.queue.clear()
                 self.t._report_unreachable(self.id)
+                # Start over on a fresh channel: do not inherit a connection (or
+                # reconnect backoff) that the failure may have left behind.
+                if self._channel is not None:
+                    await self._channel.close(None)
+                    self._channel = None
+                stub = raft_pb2_grpc.RaftStub(self.channel())
             with contextlib.suppress(asyncio.CancelledError):
                 await asyncio.sleep(backoff)
             backoff = min(backoff * 2, BACKOFF_MAX)
         if self._channel is not None:
             await self._channel.close(None)
+
+
+async def _call_outcome(call: Any) -> str:
+    """How a finished stream call ended, for the log (status and details)."""
+    try:
+        code = await asyncio.wait_for(call.code(), 0.5)
+        return f"{code.name}: {await call.details()}"
+    except Exception as e:  # noqa: BLE001 - best effort, for diagnosis only
+        return repr(e)
 
 
 class RaftServicer(raft_pb2_grpc.RaftServicer):
