@@ -13,8 +13,8 @@ from synod.etcd.etcdserverpb import rpc_pb2, rpc_pb2_grpc
 pytestmark = pytest.mark.skipif(shutil.which("etcdctl") is None, reason="etcdctl not installed")
 
 
-def member_line(cluster: LocalCluster, name: str) -> str | None:
-    for line in etcdctl(cluster, "member", "list").stdout.splitlines():
+def member_line(cluster: LocalCluster, name: str, endpoints: str | None = None) -> str | None:
+    for line in etcdctl(cluster, "member", "list", endpoints=endpoints).stdout.splitlines():
         if f", {name}, " in line:
             return line
     return None
@@ -48,11 +48,16 @@ def test_add_learner_join_promote_remove(cluster: LocalCluster) -> None:
         15,
         "the learner to be promotable",
     )
-    assert member_line(c, "m4").endswith(", false")  # type: ignore[union-attr]
+    c.wait(lambda: (member_line(c, "m4") or "").endswith(", false"), 5, "m4 listed as a voter")
     # Now a voter: the cluster has 4 voters and still commits.
     etcdctl(c, "put", "after-promote", "1", endpoints=m4.endpoint)
     assert "removed from cluster" in etcdctl(c, "member", "remove", mid).stdout
-    assert member_line(c, "m4") is None
+    # Ask the remaining members (a removed member is no longer told anything),
+    # and give a follower a moment to apply the removal.
+    others = ",".join(m.endpoint for m in c.members if m is not m4)
+    c.wait(
+        lambda: member_line(c, "m4", endpoints=others) is None, 5, "m4 gone from the member list"
+    )
     c.kill(m4)
     etcdctl(c, "put", "after-remove", "1")
 
