@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import grpc
+from google.protobuf.message import Message
 
 from synod.consensus.api.errors import (
     EMPTY_KEY,
@@ -19,6 +20,14 @@ from synod.etcd.etcdserverpb import rpc_pb2, rpc_pb2_grpc
 
 if TYPE_CHECKING:
     from synod.consensus.member import Member
+
+R = TypeVar(
+    "R",
+    rpc_pb2.PutResponse,
+    rpc_pb2.DeleteRangeResponse,
+    rpc_pb2.TxnResponse,
+    rpc_pb2.CompactionResponse,
+)
 
 #: etcd's default --max-txn-ops
 MAX_TXN_OPS = 128
@@ -68,7 +77,7 @@ class KVServicer(rpc_pb2_grpc.KVServicer):
     def __init__(self, member: Member):
         self.m = member
 
-    def _finish_header(self, resp: rpc_pb2.RangeResponse | rpc_pb2.TxnResponse) -> None:
+    def _finish_header(self, resp: Any) -> None:
         h = resp.header
         h.cluster_id = self.m.cluster_id
         h.member_id = self.m.id
@@ -76,13 +85,19 @@ class KVServicer(rpc_pb2_grpc.KVServicer):
             assert self.m.node is not None
             h.raft_term = self.m.node.term
 
-    async def _check_size(self, req: object, context: grpc.aio.ServicerContext) -> None:
-        if req.ByteSize() > self.m.config.max_request_bytes:  # type: ignore[attr-defined]
+    async def _check_size(self, req: Message, context: grpc.aio.ServicerContext) -> None:
+        if req.ByteSize() > self.m.config.max_request_bytes:
             await abort(context, REQUEST_TOO_LARGE)
 
-    async def _propose(self, req: internal_pb2.InternalRequest, context: grpc.aio.ServicerContext):  # type: ignore[no-untyped-def]
-        async def go():  # type: ignore[no-untyped-def]
-            return raise_result(await self.m.propose(req, timeout_for(context)))
+    async def _propose(
+        self, req: internal_pb2.InternalRequest, context: grpc.aio.ServicerContext, kind: type[R]
+    ) -> R:
+        """Replicate a write, wait until this member applied it, answer with its result."""
+
+        async def go() -> R:
+            result = raise_result(await self.m.propose(req, timeout_for(context)))
+            assert isinstance(result, kind)
+            return result
 
         resp = await call_guarded(context, go)
         self._finish_header(resp)
@@ -111,15 +126,17 @@ class KVServicer(rpc_pb2_grpc.KVServicer):
         if not request.key:
             await abort(context, EMPTY_KEY)
         await self._check_size(request, context)
-        return await self._propose(internal_pb2.InternalRequest(put=request), context)  # type: ignore[no-any-return]
+        return await self._propose(
+            internal_pb2.InternalRequest(put=request), context, rpc_pb2.PutResponse
+        )
 
     async def DeleteRange(
         self, request: rpc_pb2.DeleteRangeRequest, context: grpc.aio.ServicerContext
     ) -> rpc_pb2.DeleteRangeResponse:
         if not request.key:
             await abort(context, EMPTY_KEY)
-        return await self._propose(  # type: ignore[no-any-return]
-            internal_pb2.InternalRequest(delete_range=request), context
+        return await self._propose(
+            internal_pb2.InternalRequest(delete_range=request), context, rpc_pb2.DeleteRangeResponse
         )
 
     async def Txn(
@@ -141,13 +158,15 @@ class KVServicer(rpc_pb2_grpc.KVServicer):
             resp = await call_guarded(context, go)
             resp.header.CopyFrom(m.header())
             return resp
-        return await self._propose(internal_pb2.InternalRequest(txn=request), context)  # type: ignore[no-any-return]
+        return await self._propose(
+            internal_pb2.InternalRequest(txn=request), context, rpc_pb2.TxnResponse
+        )
 
     async def Compact(
         self, request: rpc_pb2.CompactionRequest, context: grpc.aio.ServicerContext
     ) -> rpc_pb2.CompactionResponse:
-        return await self._propose(  # type: ignore[no-any-return]
-            internal_pb2.InternalRequest(compaction=request), context
+        return await self._propose(
+            internal_pb2.InternalRequest(compaction=request), context, rpc_pb2.CompactionResponse
         )
 
 
