@@ -11,10 +11,8 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,32 +20,14 @@ from typing import TypeVar
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from ports import free_port, free_ports
+from waits import wait_until
 
 from synod.etcd.etcdserverpb import rpc_pb2, rpc_pb2_grpc
 
+__all__ = ["LocalCluster", "MemberProc", "etcdctl", "free_port", "wait_until"]
+
 T = TypeVar("T")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_until(fn: Callable[[], T | None], timeout: float, what: str, interval: float = 0.05) -> T:
-    """Poll `fn` until it returns something truthy; fail with `what` at the deadline."""
-    deadline = time.monotonic() + timeout
-    last_error: BaseException | None = None
-    while True:
-        try:
-            v = fn()
-            if v:
-                return v
-        except Exception as e:  # noqa: BLE001 - remembered for the failure message
-            last_error = e
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {timeout}s waiting for {what}: {last_error!r}")
-        time.sleep(interval)
 
 
 @dataclass
@@ -83,12 +63,15 @@ class MemberProc:
 
     def status(self, timeout: float = 2.0) -> rpc_pb2.StatusResponse:
         with self.channel() as ch:
-            return rpc_pb2_grpc.MaintenanceStub(ch).Status(rpc_pb2.StatusRequest(), timeout=timeout)
+            st: rpc_pb2.StatusResponse = rpc_pb2_grpc.MaintenanceStub(ch).Status(
+                rpc_pb2.StatusRequest(), timeout=timeout
+            )
+            return st
 
     def serving(self) -> bool:
         with self.channel() as ch:
             r = health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(), timeout=1)
-            return r.status == health_pb2.HealthCheckResponse.SERVING
+            return bool(r.status == health_pb2.HealthCheckResponse.SERVING)
 
 
 def etcdctl(
@@ -131,11 +114,12 @@ class LocalCluster:
         self.extra_args = list(extra_args or [])
         self.heartbeat_ms = heartbeat_ms
         self.election_ms = election_ms
+        ports = free_ports(2 * size)  # all at once: never the same port twice
         self.members = [
             MemberProc(
                 name=f"m{i + 1}",
-                client_port=free_port(),
-                peer_port=free_port(),
+                client_port=ports[2 * i],
+                peer_port=ports[2 * i + 1],
                 data_dir=base_dir / f"m{i + 1}",
                 log_path=base_dir / f"m{i + 1}.log",
             )
@@ -167,10 +151,11 @@ class LocalCluster:
 
     def new_member(self, name: str) -> MemberProc:
         """A further member (not started) that will join with --initial-cluster-state existing."""
+        client_port, peer_port = free_ports(2)
         m = MemberProc(
             name=name,
-            client_port=free_port(),
-            peer_port=free_port(),
+            client_port=client_port,
+            peer_port=peer_port,
             data_dir=self.base_dir / name,
             log_path=self.base_dir / f"{name}.log",
             extra_args=["--initial-cluster-state", "existing"],
@@ -193,7 +178,7 @@ class LocalCluster:
     def wait_healthy(self, timeout: float = 20.0) -> None:
         for m in self.members:
             if m.alive():
-                self.wait(lambda m=m: m.serving(), timeout, f"{m.name} to serve")
+                self.wait(m.serving, timeout, f"{m.name} to serve")
 
     def wait(self, fn: Callable[[], T | None], timeout: float, what: str) -> T:
         try:

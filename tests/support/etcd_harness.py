@@ -11,64 +11,26 @@ settings are what keep startup quick.
 
 from __future__ import annotations
 
-import asyncio
 import shutil
 import signal
-import socket
 import subprocess
 import time
 import urllib.request
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import grpc
+from ports import free_port, free_ports
+from waits import wait_for
 
 from synod.etcd.etcdserverpb import rpc_pb2, rpc_pb2_grpc
+
+__all__ = ["ETCD_BIN", "EtcdCluster", "EtcdMember", "free_port", "free_ports", "wait_for"]
 
 T = TypeVar("T")
 
 ETCD_BIN = shutil.which("etcd") or "/usr/bin/etcd"
-
-
-def free_port() -> int:
-    return free_ports(1)[0]
-
-
-def free_ports(n: int) -> list[int]:
-    """`n` distinct free loopback ports (all bound at once, so no duplicates)."""
-    socks = [socket.socket() for _ in range(n)]
-    try:
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        return [int(s.getsockname()[1]) for s in socks]
-    finally:
-        for s in socks:
-            s.close()
-
-
-async def wait_for(
-    fn: Callable[[], Awaitable[Any] | Any],
-    timeout: float,
-    what: str,
-    interval: float = 0.02,
-) -> Any:
-    """Poll `fn` (sync or async) until it returns something truthy, with a deadline."""
-    deadline = time.monotonic() + timeout
-    last: BaseException | None = None
-    while True:
-        try:
-            v = fn()
-            if asyncio.iscoroutine(v) or isinstance(v, asyncio.Future):
-                v = await v
-            if v:
-                return v
-        except Exception as e:  # noqa: BLE001 - kept for the failure message
-            last = e
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {timeout}s waiting for {what}: {last!r}")
-        await asyncio.sleep(interval)
 
 
 @dataclass

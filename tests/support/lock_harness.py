@@ -27,7 +27,6 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -37,8 +36,10 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from etcd_harness import EtcdCluster, free_port  # noqa: E402
+from etcd_harness import EtcdCluster  # noqa: E402
+from ports import free_port  # noqa: E402
 from synod_backend import SynodCluster  # noqa: E402
+from waits import wait_for  # noqa: E402
 
 from synod.client.errors import DeadlineExceeded, EtcdError, Unavailable  # noqa: E402
 from synod.client.etcd import EtcdClient  # noqa: E402
@@ -50,24 +51,6 @@ T = TypeVar("T")
 
 #: election timeout (ms) both backends' fixtures run with
 ELECTION_TIMEOUT_S = 0.5
-
-
-async def wait_for(fn: Callable[[], Any], timeout: float, what: str, interval: float = 0.02) -> Any:
-    """Poll `fn` (sync or async) until it returns something truthy, with a deadline."""
-    deadline = time.monotonic() + timeout
-    last: BaseException | None = None
-    while True:
-        try:
-            v = fn()
-            if asyncio.iscoroutine(v):
-                v = await v
-            if v:
-                return v
-        except Exception as e:  # noqa: BLE001 - kept for the failure message
-            last = e
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {timeout}s waiting for {what}: {last!r}")
-        await asyncio.sleep(interval)
 
 
 # -- backends -------------------------------------------------------------------------------

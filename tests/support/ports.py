@@ -1,4 +1,4 @@
-"""Free loopback port ranges for tests that start real servers."""
+"""Free loopback ports for tests that start real servers (one place for every harness)."""
 
 from __future__ import annotations
 
@@ -7,9 +7,14 @@ import socket
 
 
 def free_base(span: int = 10) -> int:
-    """A base port with `span` free ports after it."""
+    """A base port with `span` free ports after it.
+
+    Drawn below Linux's ephemeral range (32768 and up), where other tests' ports
+    (bound to port 0) and outgoing connections land, so nothing running beside
+    the test takes one of the range between this check and the servers' start.
+    """
     for _ in range(200):
-        base = random.randrange(20000, 60000)
+        base = random.randrange(20000, 32768 - span)
         socks = []
         try:
             for p in range(base, base + span):
@@ -24,3 +29,19 @@ def free_base(span: int = 10) -> int:
             for s in socks:
                 s.close()
     raise RuntimeError("no free port range")
+
+
+def free_ports(n: int) -> list[int]:
+    """`n` distinct free loopback ports (all bound at once, so no duplicates)."""
+    socks = [socket.socket() for _ in range(n)]
+    try:
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [int(s.getsockname()[1]) for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+def free_port() -> int:
+    return free_ports(1)[0]
