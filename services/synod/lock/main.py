@@ -108,6 +108,9 @@ async def _serve(cfg: LockConfig) -> int:
     lock_pb2_grpc.add_LockServicer_to_server(LockServicer(core, shutdown), server)
     v3lock_pb2_grpc.add_LockServicer_to_server(EtcdLockServicer(core, shutdown), server)
     health_servicer = health.aio.HealthServicer()  # type: ignore[attr-defined]
+    # The servicer says SERVING until told otherwise: say NOT_SERVING until the
+    # first check has reached a consensus leader.
+    await health_servicer.set("", health_pb2.HealthCheckResponse.NOT_SERVING)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
         ("synod.lock.v1.Lock", "v3lockpb.Lock", health.SERVICE_NAME, reflection.SERVICE_NAME),
@@ -142,21 +145,36 @@ async def _serve(cfg: LockConfig) -> int:
     return 0
 
 
+#: consecutive failed checks (one a second) before a serving replica says NOT_SERVING
+HEALTH_FAILURES_TO_FLIP = 3
+
+
 async def _track_health(client: EtcdClient, servicer: Any, stop: asyncio.Event) -> None:
-    """SERVING while some consensus endpoint reports a leader."""
+    """SERVING while some consensus endpoint reports a leader.
+
+    One slow or failed check does not flip a serving replica: that takes
+    HEALTH_FAILURES_TO_FLIP in a row (about as long as a leader election), so
+    probes do not flap while the consensus service is merely busy.
+    """
     status = health_pb2.HealthCheckResponse
-    current = None
+    current = status.NOT_SERVING  # as set before the server started
+    failures = 0
     while not stop.is_set():
-        serving = False
         try:
-            st = await client.status(timeout=1.0)
-            serving = st.leader != 0
-        except Exception:  # noqa: BLE001 - any failure means not serving
-            serving = False
-        state = status.SERVING if serving else status.NOT_SERVING
+            st = await client.status(timeout=2.0)
+            ok = st.leader != 0
+        except Exception:  # noqa: BLE001 - any failure counts as a failed check
+            ok = False
+        failures = 0 if ok else failures + 1
+        if ok:
+            state = status.SERVING
+        elif failures >= HEALTH_FAILURES_TO_FLIP:
+            state = status.NOT_SERVING
+        else:
+            state = current
         if state != current:
             await servicer.set("", state)
-            log.info("lock_health", serving=serving)
+            log.info("lock_health", serving=state == status.SERVING)
             current = state
         try:
             await asyncio.wait_for(stop.wait(), timeout=1.0)
