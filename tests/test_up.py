@@ -33,27 +33,38 @@ def test_up_reaches_all_healthy_then_sigint_stops_everything(tmp_path: Path) -> 
         cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         env=dict(os.environ, PYTHONUNBUFFERED="1"),
     )  # fmt: skip
-    assert p.stdout is not None
-    lines: list[str] = []
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline:
-        line = p.stdout.readline()
-        if not line:
-            break
-        lines.append(line.rstrip())
-        if line.startswith("Ctrl-C stops everything"):
-            break
-    out = "\n".join(lines)
-    assert "synod up: all healthy" in out, out
-    rows = [ln for ln in lines if ln.startswith(("consensus", "lock", "router"))]
-    states = [ln.split(None, 3)[3] for ln in rows]
-    assert sum(ln.startswith("consensus") for ln in rows) == 3
-    assert sum(ln.startswith("lock") for ln in rows) == 2
-    assert sum(ln.startswith("router") for ln in rows) == 2
-    assert sorted(s.split(",")[0] for s in states[:3]) == ["follower", "follower", "leader"], out
-    assert all("healthy" in s and "NOT" not in s for s in states), out
-    children = children_of(p.pid)
-    assert len(children) == 7
+    try:
+        assert p.stdout is not None
+        lines: list[str] = []
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            line = p.stdout.readline()
+            if not line:
+                break
+            lines.append(line.rstrip())
+            if line.startswith("Ctrl-C stops everything"):
+                break
+        out = "\n".join(lines)
+        assert "synod up: all healthy" in out, out
+        rows = [ln for ln in lines if ln.startswith(("consensus", "lock", "router"))]
+        states = [ln.split(None, 3)[3] for ln in rows]
+        assert sum(ln.startswith("consensus") for ln in rows) == 3
+        assert sum(ln.startswith("lock") for ln in rows) == 2
+        assert sum(ln.startswith("router") for ln in rows) == 2
+        assert sorted(s.split(",")[0] for s in states[:3]) == ["follower", "follower", "leader"], (
+            out
+        )
+        assert all("healthy" in s and "NOT" not in s for s in states), out
+        children = children_of(p.pid)
+        assert len(children) == 7
+    except BaseException:
+        # A failed check must not leave a whole local Synod running behind it.
+        p.send_signal(signal.SIGINT)
+        try:
+            p.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            p.kill()
+        raise
     p.send_signal(signal.SIGINT)
     assert p.wait(timeout=30) == 0
     left = [
