@@ -1,0 +1,1 @@
+"""Jepsen-style fault injection and checking (``synod check``): see docs/reliability.md."""
