@@ -218,11 +218,11 @@ class LoopbackCluster:
             text = re.sub(
                 rf"(?<![\w/.-])({alternatives})(?=/|$|[,:])", lambda m: mounts[m[1]], text
             )
+        # A name is an address only with a port after it (the cluster token
+        # "synod-consensus" is also a Service's name, and is not an address).
         if self.hosts:
             alternatives = "|".join(re.escape(n) for n in sorted(self.hosts, key=len, reverse=True))
-            text = re.sub(
-                rf"(?<![\w.-])({alternatives})(?=[:/,]|$)", lambda m: self.hosts[m[1]], text
-            )
+            text = re.sub(rf"(?<![\w.-])({alternatives})(?=:\d)", lambda m: self.hosts[m[1]], text)
         return text
 
     def resolve(self, pod: Pod) -> None:
