@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import re
+import sys
 from functools import cache
 from pathlib import Path
 
@@ -172,9 +173,10 @@ def test_make_k8s_render_prints_what_the_tests_check() -> None:
     import subprocess
 
     root = Path(__file__).resolve().parents[2]
-    p = subprocess.run(
-        ["make", "-s", "k8s-render"], cwd=root, capture_output=True, text=True, timeout=300
-    )
+    venv = Path(sys.executable).parent.parent
+    # -o: never (re)install the venv from inside a test run
+    argv = ["make", "-s", f"VENV={venv}", "-o", f"{venv}/.synod-installed", "k8s-render"]
+    p = subprocess.run(argv, cwd=root, capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, p.stderr
     kinds = [d["kind"] for d in yaml.safe_load_all(p.stdout) if d]
     assert kinds == [m["kind"] for m in _rendered("default")]
