@@ -110,7 +110,7 @@ def probe_passes(pod: Pod, probe: Manifest) -> bool:
     raise NotImplementedError(f"probe {probe} is not simulated here")
 
 
-def _dns_names(pod_name: str | None, service: str) -> list[str]:
+def dns_names(pod_name: str | None, service: str) -> list[str]:
     """Every form of a name a pod in NAMESPACE resolves, longest first."""
     base = f"{pod_name}.{service}" if pod_name else service
     return [
@@ -167,7 +167,7 @@ class LoopbackCluster:
 
     # -- pods ------------------------------------------------------------------------
 
-    def _new_pod(self, workload: Manifest, name: str) -> Pod:
+    def new_pod(self, workload: Manifest, name: str) -> Pod:
         template = workload["spec"]["template"]
         pod = Pod(
             name=name,
@@ -187,12 +187,12 @@ class LoopbackCluster:
         w = find(self.manifests, kind, name)
         replicas = int(w["spec"].get("replicas", 1))
         if kind == "StatefulSet":
-            pods = [self._new_pod(w, f"{name}-{i}") for i in range(replicas)]
+            pods = [self.new_pod(w, f"{name}-{i}") for i in range(replicas)]
             for p in pods:
-                for n in _dns_names(p.name, w["spec"]["serviceName"]):
+                for n in dns_names(p.name, w["spec"]["serviceName"]):
                     self.hosts[n] = p.address
         else:
-            pods = [self._new_pod(w, f"{name}-loopback-{i}") for i in range(replicas)]
+            pods = [self.new_pod(w, f"{name}-loopback-{i}") for i in range(replicas)]
         self._map_services()
         return pods
 
@@ -203,10 +203,10 @@ class LoopbackCluster:
                 p for p in self.pods if all(p.labels.get(k) == v for k, v in selector.items())
             ]
             if backing:
-                for n in _dns_names(None, svc["metadata"]["name"]):
+                for n in dns_names(None, svc["metadata"]["name"]):
                     self.hosts.setdefault(n, backing[0].address)
 
-    def _localize(self, pod: Pod, text: str) -> str:
+    def localize(self, pod: Pod, text: str) -> str:
         text = text.replace("0.0.0.0", pod.address)
         # One pass each, longest first, so a replacement is never replaced again
         # (a local path under /tmp is not the pod's /tmp mount).
@@ -230,8 +230,8 @@ class LoopbackCluster:
         meta = {"metadata": {"name": pod.name, "namespace": NAMESPACE, "labels": pod.labels}}
         env = container_env(meta, pod.container, self.config_maps)
         argv = container_argv(pod.container, env, self.entrypoint, self.cmd)
-        pod.env = {k: self._localize(pod, v) for k, v in env.items()}
-        pod.argv = [self._localize(pod, a) for a in argv]
+        pod.env = {k: self.localize(pod, v) for k, v in env.items()}
+        pod.argv = [self.localize(pod, a) for a in argv]
         for mount in pod.container.get("volumeMounts", []):
             (pod.dir / mount["name"]).mkdir(exist_ok=True)
 
