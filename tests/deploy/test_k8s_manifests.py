@@ -100,6 +100,8 @@ def test_workloads_are_locked_down_and_probed(which: str) -> None:
                 handlers = {"grpc", "tcpSocket", "httpGet", "exec"} & set(probe)
                 assert len(handlers) == 1, f"{name}: one handler per probe, got {handlers}"
         assert w["spec"]["replicas"] >= 2, name
+        labels = w["spec"]["template"]["metadata"]["labels"]
+        assert labels["app.kubernetes.io/part-of"] == "synod", f"{name}: docs select pods by it"
         pdbs = [
             m
             for m in _rendered(which)
