@@ -398,3 +398,52 @@ def test_stalled_replicate_follower_is_probed_again_after_election_tick():
     c.stabilize()
     assert c.committed(2) == c.committed(1) == c[1].raft.log.last_index()
     assert b"lost" in [e.data for e in c.applied[2]]
+
+
+# -- what may leave before the disk write (thesis §10.2.1) ----------------------------
+
+
+def test_leader_appends_may_be_sent_before_its_own_entries_are_persisted():
+    c = Cluster([1, 2, 3])
+    leader = c.elect(1)
+    leader.propose([b"x"])
+    rd = leader.ready()
+    early, late = rd.split_messages()
+    assert [e.data for e in rd.entries] == [b"x"]
+    x = rd.entries[-1].index
+    assert {m.to for m in msgs_of(early, MT.APPEND)} == {2, 3}
+    assert all(m.entries[-1].index == x for m in early)
+    assert late == ()
+    # ... while the leader counts itself towards a commit only once persisted:
+    # one follower's acknowledgement is not a quorum until then.
+    leader.step(Message(MT.APPEND_RESP, to=1, sender=2, term=leader.term, index=x))
+    assert leader.raft.log.committed < x
+    leader.advance(rd)
+    assert leader.raft.log.committed == x
+
+
+def test_follower_acknowledgement_waits_for_the_disk_write():
+    node = new_node(1, [1, 2, 3], term=1)
+    node.step(append(1, 2, term=1, index=0, log_term=0, entries=[Entry(1, 1)]))
+    early, late = node.ready().split_messages()
+    assert early == ()
+    assert [m.type for m in late] == [MT.APPEND_RESP]
+
+
+def test_nothing_leaves_before_a_new_term_or_vote_is_persisted():
+    node = new_node(1, [1, 2, 3])
+    node.campaign()
+    rd = node.ready()
+    assert rd.term_changed
+    early, late = rd.split_messages()
+    assert early == ()
+    assert {m.type for m in late} == {MT.VOTE}
+    node.advance(rd)
+    # A lone voter becomes leader in the Ready that raises its term: its first
+    # appends (to a learner here) must wait for that term to be on disk too.
+    alone = new_node(1, [1], learners=[2])
+    alone.campaign()
+    rd = alone.ready()
+    assert alone.role == Role.LEADER and rd.term_changed
+    early, late = rd.split_messages()
+    assert early == () and msgs_of(late, MT.APPEND, to=2)

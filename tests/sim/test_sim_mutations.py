@@ -71,7 +71,8 @@ def test_committing_an_earlier_term_entry_by_counting_is_caught(
 def figure8_params(seed: int) -> SimParams:
     """Conditions under which an old-term entry can reach a majority ahead of
     the new leader's own entries: one entry per message, one message in
-    flight, slow links, and a nemesis striking every ~60 ms."""
+    flight, slow links, a nemesis striking every ~60 ms, and appends sent
+    after the leader's write."""
     return dataclasses.replace(
         SimParams.from_seed(seed),
         nodes=5,
@@ -81,6 +82,9 @@ def figure8_params(seed: int) -> SimParams:
         loss=0.05,
         nemesis_every_ms=60,
         faults={"crash": 5, "partition": 4, "one_way": 2},
+        # Appends sent only after the leader's own write widen the window in
+        # which an old-term entry reaches a majority ahead of the new ones.
+        early_send=0.0,
     )
 
 
@@ -127,3 +131,39 @@ def test_accepting_appends_without_the_consistency_check_breaks_log_matching(
     monkeypatch.setattr(RaftLog, "maybe_append", skip_check)
     seed, rule, text = first_violation()
     assert rule in {"log matching", "durability", "state machine safety"}, text
+
+
+def crash_params(seed: int) -> SimParams:
+    """A crash every ~30 ms, each in the middle of a Ready, and early messages
+    always before the write, so crashes often fall between the two."""
+    return dataclasses.replace(
+        SimParams.from_seed(seed),
+        nemesis_every_ms=30,
+        faults={"crash": 1},
+        early_send=1.0,
+        crash_mid_ready=1.0,
+    )
+
+
+def test_acknowledging_appends_before_persisting_them_is_caught(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The rule that lets a leader send appends before its own write (thesis
+    # §10.2.1) must not leak to the follower's acknowledgement of them.
+    from synod.consensus.raft import messages
+
+    monkeypatch.setattr(messages, "_INDEPENDENT", messages._INDEPENDENT | {MessageType.APPEND_RESP})
+    seed, rule, text = first_violation(crash_params, max_seeds=300)
+    assert rule in {
+        "durability",
+        "leader completeness",
+        "state machine safety",
+        "convergence",
+        "log matching",
+    }, text
+
+
+def test_crash_heavy_conditions_hold_without_the_bug() -> None:
+    for seed in range(1, 21):
+        r = run_seed(seed, crash_params(seed))
+        assert r.violation is None, f"seed {seed}: {r.violation}"

@@ -7,8 +7,9 @@ Each turn of the loop takes *everything* that arrived since the last turn:
 
     step all messages, count ticks, propose all new entries in one call,
     ask one ReadIndex for all new reads  ->  ready()
+    send what does not wait for the disk (a leader's appends: thesis §10.2.1)
     persist (one fsync, in a worker thread; new requests keep queueing meanwhile)
-    send, apply committed entries (resolving their waiters), serve reads, advance
+    send the rest, apply committed entries (resolving their waiters), serve reads, advance
 
 so the cost of a Ready — an fsync, an append message per follower, a
 heartbeat round — is shared by every request in the batch. That is group
@@ -291,6 +292,10 @@ class Node:
         raw = self.raw
         if rd.soft_state is not None:
             self._on_soft_state(rd)
+        early, late = rd.split_messages()
+        if early and self.sender is not None:
+            # A leader's appends leave now, so followers write while we do.
+            self.sender.send(early)
         if rd.sync:
             # An fsync: off the loop, so requests keep queueing for the next batch.
             await asyncio.get_running_loop().run_in_executor(
@@ -298,8 +303,8 @@ class Node:
             )
         elif rd.must_sync():
             self.storage.persist_ready(rd)  # a small write, no fsync: not worth a thread hop
-        if rd.messages and self.sender is not None:
-            self.sender.send(rd.messages)
+        if late and self.sender is not None:
+            self.sender.send(late)
         t0 = time.perf_counter()
         if rd.snapshot is not None and rd.snapshot.meta.index > self.applied:
             self.sm.restore(rd.snapshot)

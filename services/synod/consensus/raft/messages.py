@@ -148,6 +148,12 @@ class Ready:
     1. persist `snapshot` (if any), then `entries` (truncating any stored entries
        from `entries[0].index` on), then `hard_state` (if any) — with one fsync;
     2. send `messages` (they may depend on what step 1 wrote);
+
+    Those of `messages` that `split_messages` puts first depend on nothing step 1
+    writes and may be sent before it, in parallel with the disk write: a leader's
+    appends and heartbeats (thesis §10.2.1: the leader counts itself towards a
+    commit only once its own write is done, see `RawNode.advance`), and requests
+    forwarded to the leader.
     3. install `snapshot` into the state machine, then apply `committed_entries`;
        serve `read_states` once the applied index reaches theirs;
     4. call `RawNode.advance(ready)`.
@@ -164,6 +170,24 @@ class Ready:
     #: change is the commit index: losing that in a crash loses nothing, since
     #: the leader tells a member its commit index again (etcd does the same).
     sync: bool = False
+    #: the term or the vote changed in this Ready: until step 1 has made them
+    #: durable, nothing that carries them may leave (see `split_messages`)
+    term_changed: bool = False
+
+    def split_messages(self) -> tuple[tuple[Message, ...], tuple[Message, ...]]:
+        """(may go before step 1, must wait for step 1), `messages` in their order.
+
+        Responses (append, vote, heartbeat acknowledgements) promise that
+        something is on disk, and everything waits while a new term or vote is
+        not: a message carrying an unrecorded term could, after a crash, let
+        this member lead or vote twice in one term.
+        """
+        if self.term_changed or not self.messages:
+            return (), self.messages
+        early = tuple(m for m in self.messages if m.type in _INDEPENDENT)
+        if not early:
+            return (), self.messages
+        return early, tuple(m for m in self.messages if m.type not in _INDEPENDENT)
 
     def must_sync(self) -> bool:
         """Whether step 1 has anything to write (durably if `sync`)."""
@@ -177,3 +201,15 @@ class Ready:
             or self.committed_entries
             or self.read_states
         )
+
+
+#: message types whose sending depends on nothing a Ready persists (see Ready)
+_INDEPENDENT = frozenset(
+    {
+        MessageType.APPEND,
+        MessageType.HEARTBEAT,
+        MessageType.PROPOSE,
+        MessageType.READ_INDEX,
+        MessageType.READ_INDEX_RESP,
+    }
+)

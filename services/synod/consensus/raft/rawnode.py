@@ -4,8 +4,10 @@ The loop a caller runs (see docs/raft.md):
 
     node.tick() / node.step(msg) / node.propose([...]) / node.read_index(ctx)
     ready = node.ready()          # everything to do, in one batch
+    early, late = ready.split_messages()
+    send(early)                   # a leader's appends go out while it writes (thesis §10.2.1)
     persist(ready)                # snapshot, entries, hard state; one fsync
-    send(ready.messages)          # only now: they may depend on what was persisted
+    send(late)                    # only now: they may depend on what was persisted
     apply(ready)                  # snapshot, committed entries, then read states
     node.advance(ready)           # acknowledge; the next ready() may follow
 
@@ -112,6 +114,7 @@ class RawNode:
         prev = self._prev_hard
         entries = r.log.unstable_entries()
         snapshot = r.log.pending_snapshot
+        term_changed = (hard.term, hard.vote) != (prev.term, prev.vote)
         rd = Ready(
             soft_state=soft if soft != self._prev_soft else None,
             hard_state=hard if hard != prev else None,
@@ -120,9 +123,8 @@ class RawNode:
             messages=tuple(r.msgs),
             committed_entries=r.log.next_committed_entries(),
             read_states=tuple(r.read_states),
-            sync=bool(entries)
-            or snapshot is not None
-            or (hard.term, hard.vote) != (prev.term, prev.vote),
+            sync=bool(entries) or snapshot is not None or term_changed,
+            term_changed=term_changed,
         )
         r.msgs = []
         r.read_states = []

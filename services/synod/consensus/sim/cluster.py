@@ -23,7 +23,7 @@ import itertools
 import json
 import random
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -61,6 +61,12 @@ class SimParams:
     max_outstanding: int = 32
     client_timeout_ms: int = 1000
     nemesis_every_ms: int = 250
+    #: how often a Ready's early messages (Ready.split_messages) go before its
+    #: write rather than after: both orders are legal, and both must be explored
+    early_send: float = 0.5
+    #: the share of crashes that strike in the middle of a member's next Ready
+    #: (between its early messages and its write, or between write and send)
+    crash_mid_ready: float = 0.3
     #: take a snapshot and compact once this many entries are applied past the last one
     snapshot_every: int = 50
     max_size_per_msg: int = 1 << 20
@@ -245,6 +251,17 @@ class Simulation:
         assert raw is not None and sm is not None
         if rd.soft_state is not None:
             self._on_soft_state(n, rd)
+        early, late = rd.split_messages()
+        es = self.p.early_send
+        if early and (es <= 0 or (es < 1 and self.rng.random() >= es)):
+            # Sending early is allowed, not required: explore both orders.
+            early, late = (), rd.messages
+        # 0. send what does not depend on the disk write (as the service does)
+        self._send(n, early)
+        if early and n.crash_after_persist and self.rng.random() < 0.5:
+            n.crash_after_persist = False
+            self._crash(n, "after sending, before persisting")
+            return
         # 1. persist
         n.disk.write(rd)
         self._record_disk(n, rd)
@@ -254,15 +271,8 @@ class Simulation:
             return
         if rd.hard_state is not None:
             self._record_commit(n, rd.hard_state.commit)
-        # 2. send
-        for m in rd.messages:
-            if m.type == MessageType.SNAPSHOT:
-                self.stats["snapshots_sent"] += 1
-            delays = self.net.deliveries(m.sender, m.to)
-            if not delays and m.type == MessageType.SNAPSHOT:
-                raw.report_snapshot(m.to, False)
-            for d in delays:
-                self.at(self.now + d, functools.partial(self._deliver, m, n.incarnation))
+        # 2. send the rest
+        self._send(n, late)
         # 3. apply
         if rd.snapshot is not None:
             n.sm = sm = type(sm)(rd.snapshot)
@@ -286,6 +296,17 @@ class Simulation:
                 drop = [i for i in n.disk_chain if i < snap.meta.index]
                 for i in drop:
                     del n.disk_chain[i]
+
+    def _send(self, n: SimNode, msgs: Sequence[Message]) -> None:
+        assert n.raw is not None
+        for m in msgs:
+            if m.type == MessageType.SNAPSHOT:
+                self.stats["snapshots_sent"] += 1
+            delays = self.net.deliveries(m.sender, m.to)
+            if not delays and m.type == MessageType.SNAPSHOT:
+                n.raw.report_snapshot(m.to, False)
+            for d in delays:
+                self.at(self.now + d, functools.partial(self._deliver, m, n.incarnation))
 
     def _on_soft_state(self, n: SimNode, rd: Ready) -> None:
         assert rd.soft_state is not None and n.raw is not None
@@ -420,7 +441,7 @@ class Simulation:
             return
         leader = self._leader()
         n = leader if leader is not None and self.rng.random() < 0.5 else self.rng.choice(alive)
-        if self.rng.random() < 0.3:
+        if self.rng.random() < self.p.crash_mid_ready:
             n.crash_after_persist = True
             self.note(f"nemesis: node {n.id} will crash after its next persist")
         else:
