@@ -6,10 +6,12 @@ that append to a list and set an event: `deliver` (peer messages), `propose`
 Each turn of the loop takes *everything* that arrived since the last turn:
 
     step all messages, count ticks, propose all new entries in one call,
-    ask one ReadIndex for all new reads  ->  ready()
+    ask one ReadIndex for all new reads (unless one is in flight)  ->  ready()
     send what does not wait for the disk (a leader's appends: thesis §10.2.1)
+    apply committed entries (resolving their waiters), serve reads: they are
+        on a quorum's disks already, so this need not wait for our own write
     persist (one fsync, in a worker thread; new requests keep queueing meanwhile)
-    send the rest, apply committed entries (resolving their waiters), serve reads, advance
+    send the rest, advance
 
 so the cost of a Ready — an fsync, an append message per follower, a
 heartbeat round — is shared by every request in the batch. That is group
@@ -272,7 +274,10 @@ class Node:
             else:
                 for rid, f in futs:
                     self._waiters[rid] = f
-        if self._new_reads:
+        if self._new_reads and not self._reads_in_flight:
+            # One ReadIndex in flight at a time: reads that arrive meanwhile wait
+            # for the next, so a busy member asks once per round trip, not once
+            # per loop turn (a heartbeat round, or a forward to the leader, each).
             reads, self._new_reads = self._new_reads, []
             ctx = next(self._read_ids).to_bytes(8, "big")
             try:
@@ -296,6 +301,14 @@ class Node:
         if early and self.sender is not None:
             # A leader's appends leave now, so followers write while we do.
             self.sender.send(early)
+        # Committed entries are on a quorum's disks already, so they may be
+        # applied (and their clients answered) while this Ready's new entries
+        # are written, as etcd does: a busy member then answers a batch one
+        # fsync sooner. A snapshot keeps the plain order: it must be installed
+        # before anything after it is applied.
+        apply_first = rd.snapshot is None
+        if apply_first:
+            self._apply_ready(rd)
         if rd.sync:
             # An fsync: off the loop, so requests keep queueing for the next batch.
             await asyncio.get_running_loop().run_in_executor(
@@ -305,6 +318,17 @@ class Node:
             self.storage.persist_ready(rd)  # a small write, no fsync: not worth a thread hop
         if late and self.sender is not None:
             self.sender.send(late)
+        if not apply_first:
+            self._apply_ready(rd)
+        if self.metrics is not None and (
+            rd.soft_state is not None or rd.hard_state is not None or rd.committed_entries
+        ):
+            self.metrics.observe_ready(self, rd)
+        raw.advance(rd)
+        await self._maybe_snapshot()
+
+    def _apply_ready(self, rd: Ready) -> None:
+        """Ready step 3: install the snapshot, apply committed entries, serve reads."""
         t0 = time.perf_counter()
         if rd.snapshot is not None and rd.snapshot.meta.index > self.applied:
             self.sm.restore(rd.snapshot)
@@ -317,18 +341,19 @@ class Node:
             futs = self._reads_in_flight.pop(rs.context, None)
             if futs:
                 self._reads_ready.append((rs.index, futs))
+        if rd.read_states and self._new_reads and not self._reads_in_flight:
+            self._wake.set()  # the reads that waited for this answer go next
         if self._reads_ready:
             self._serve_reads()
         if self._apply_waiters:
             self._wake_apply_waiters()
-        if self.metrics:
-            self.metrics.observe_apply(time.perf_counter() - t0)
-            self.metrics.observe_ready(self, rd)
-        raw.advance(rd)
         if rd.committed_entries or rd.snapshot is not None:
+            # Only Readies that applied something: most turns of a busy member
+            # carry just messages, and each observation takes a lock.
+            if self.metrics is not None:
+                self.metrics.observe_apply(time.perf_counter() - t0)
             for fn in self.on_applied:
                 _call_safely(fn)
-        await self._maybe_snapshot()
 
     def _apply(self, entries: Sequence[Entry]) -> None:
         term = self.raw.term

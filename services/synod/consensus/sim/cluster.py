@@ -246,9 +246,9 @@ class Simulation:
             self._handle_ready(n, n.raw.ready())
 
     def _handle_ready(self, n: SimNode, rd: Ready) -> None:
+        """The service's order (node.py): what does not wait for the disk goes first."""
         raw = n.raw
-        sm = n.sm
-        assert raw is not None and sm is not None
+        assert raw is not None
         if rd.soft_state is not None:
             self._on_soft_state(n, rd)
         early, late = rd.split_messages()
@@ -256,11 +256,15 @@ class Simulation:
         if early and (es <= 0 or (es < 1 and self.rng.random() >= es)):
             # Sending early is allowed, not required: explore both orders.
             early, late = (), rd.messages
-        # 0. send what does not depend on the disk write (as the service does)
+        # 0. send what does not depend on the disk write, and apply what is
+        #    committed (on a quorum's disks) unless a snapshot must go first
         self._send(n, early)
-        if early and n.crash_after_persist and self.rng.random() < 0.5:
+        apply_first = rd.snapshot is None
+        if apply_first:
+            self._apply(n, rd)
+        if n.crash_after_persist and (early or rd.committed_entries) and self.rng.random() < 0.5:
             n.crash_after_persist = False
-            self._crash(n, "after sending, before persisting")
+            self._crash(n, "after sending and applying, before persisting")
             return
         # 1. persist
         n.disk.write(rd)
@@ -273,7 +277,23 @@ class Simulation:
             self._record_commit(n, rd.hard_state.commit)
         # 2. send the rest
         self._send(n, late)
-        # 3. apply
+        # 3. apply (after a snapshot)
+        if not apply_first:
+            self._apply(n, rd)
+        # 4. advance
+        raw.advance(rd)
+        sm = n.sm
+        assert sm is not None
+        if sm.applied - raw.raft.log.snapshot.meta.index >= self.p.snapshot_every:
+            snap = n.take_snapshot()
+            if snap is not None:
+                drop = [i for i in n.disk_chain if i < snap.meta.index]
+                for i in drop:
+                    del n.disk_chain[i]
+
+    def _apply(self, n: SimNode, rd: Ready) -> None:
+        sm = n.sm
+        assert sm is not None
         if rd.snapshot is not None:
             n.sm = sm = type(sm)(rd.snapshot)
         for e in rd.committed_entries:
@@ -288,14 +308,6 @@ class Simulation:
             if r is not None and r.node == n.id and r.incarnation == n.incarnation:
                 r.index = rs.index
         self._serve_reads(n)
-        # 4. advance
-        raw.advance(rd)
-        if sm.applied - raw.raft.log.snapshot.meta.index >= self.p.snapshot_every:
-            snap = n.take_snapshot()
-            if snap is not None:
-                drop = [i for i in n.disk_chain if i < snap.meta.index]
-                for i in drop:
-                    del n.disk_chain[i]
 
     def _send(self, n: SimNode, msgs: Sequence[Message]) -> None:
         assert n.raw is not None
