@@ -185,7 +185,7 @@ def main() -> None:
             (base / "synod").mkdir()
             sc = LocalCluster(base / "synod", extra_args=args.synod_args.split())
             stops.append(sc.stop)
-            sc.start()
+            sc.start(timeout=90)
             sc.leader()
             eps = [m.endpoint for m in sc.members]
             lead, fol = leader_of(eps)
@@ -195,7 +195,7 @@ def main() -> None:
             (base / "etcd").mkdir()
             ec = EtcdCluster(base / "etcd", size=3)
             stops.append(ec.stop)
-            ec.start()
+            ec.start(timeout=90)
             eps = ec.endpoints
             lead, fol = leader_of(eps)
             pid_of = {m.endpoint: m.proc.pid for m in ec.members if m.proc is not None}
