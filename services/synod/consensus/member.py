@@ -45,6 +45,8 @@ from synod.consensus.v1 import internal_pb2, internal_pb2_grpc
 from synod.consensus.watch import WatchHub
 from synod.etcd.etcdserverpb import rpc_pb2
 from synod.raft.v1 import raft_pb2_grpc
+from synod.tls import ServerTLS
+from synod.tls import mode as tls_mode
 
 log = structlog.get_logger("synod.member")
 
@@ -80,6 +82,10 @@ class Member:
         self.lessor = Lessor(self, check_interval=config.heartbeat_interval_ms / 1000)
         self.membership = Membership(self)
         self._leader_channel: tuple[int, grpc.aio.Channel] | None = None
+        # Read once: the peer transport, the leader channel and discovery share them.
+        self.peer_credentials = (
+            config.peer_client_tls.credentials() if config.peer_client_tls is not None else None
+        )
         self._state_waiters: list[tuple[Callable[[], bool], asyncio.Future[None]]] = []
 
     # -- start and stop ----------------------------------------------------------------
@@ -144,6 +150,7 @@ class Member:
             report_snapshot=self.node.report_snapshot,
             report_unreachable=self.node.report_unreachable,
             is_member=lambda mid: self.state is not None and mid in self.state.members,
+            credentials=self.peer_credentials,
         )
         self.node.sender = self.transport
         self.state.on_members_changed.append(self._members_changed)
@@ -157,7 +164,7 @@ class Member:
 
         internal_pb2_grpc.add_InternalServicer_to_server(InternalServicer(self), self.peer_server)
         for url in c.listen_peer_urls:
-            _bind(self.peer_server, url, "--listen-peer-urls")
+            _bind(self.peer_server, url, "--listen-peer-urls", c.peer_tls)
         await self.peer_server.start()
 
         self.client_server = grpc.aio.server(
@@ -168,7 +175,7 @@ class Member:
         )
         self._add_client_services(self.client_server)
         for url in c.listen_client_urls:
-            _bind(self.client_server, url, "--listen-client-urls")
+            _bind(self.client_server, url, "--listen-client-urls", c.client_tls)
         await self.client_server.start()
         await self.health.set("", health_pb2.HealthCheckResponse.NOT_SERVING)
         if c.metrics_addr:
@@ -183,6 +190,8 @@ class Member:
             cluster=f"{self.cluster_id:x}",
             client=c.listen_client_urls,
             peer=c.listen_peer_urls,
+            client_tls=tls_mode(c.client_tls),
+            peer_tls=tls_mode(c.peer_tls),
             restored_index=snapshot.meta.index,
             log_entries=len(entries),
             term=hard_state.term,
@@ -190,7 +199,7 @@ class Member:
 
     async def _discover_cluster(self) -> tuple[int, dict[int, MemberInfo]]:
         """Ask the other members named in --initial-cluster who is in the cluster."""
-        from synod.consensus.transport import grpc_target
+        from synod.consensus.transport import dial
 
         c = self.config
         urls = [u for name, us in c.initial_cluster.items() if name != c.name for u in us]
@@ -198,7 +207,7 @@ class Member:
         last = "no other member in --initial-cluster"
         while time.monotonic() < deadline:
             for url in urls:
-                async with grpc.aio.insecure_channel(grpc_target(url)) as ch:
+                async with dial(url, self.peer_credentials, options=()) as ch:
                     try:
                         info = await internal_pb2_grpc.InternalStub(ch).ClusterInfo(
                             internal_pb2.ClusterInfoRequest(), timeout=2
@@ -342,12 +351,9 @@ class Member:
         if self._leader_channel is None or self._leader_channel[0] != leader:
             if self._leader_channel is not None:
                 asyncio.ensure_future(self._leader_channel[1].close(None))
-            from synod.consensus.transport import grpc_target
+            from synod.consensus.transport import dial
 
-            self._leader_channel = (
-                leader,
-                grpc.aio.insecure_channel(grpc_target(info.peer_urls[0]), options=GRPC_OPTIONS),
-            )
+            self._leader_channel = (leader, dial(info.peer_urls[0], self.peer_credentials))
         return internal_pb2_grpc.InternalStub(self._leader_channel[1])
 
     async def propose(self, req: internal_pb2.InternalRequest, timeout: float) -> Any:
@@ -417,11 +423,15 @@ def _cluster_id(config: MemberConfig) -> int:
     return cluster_id(list(config.member_ids().values()))
 
 
-def _bind(server: grpc.aio.Server, url: str, flag: str) -> None:
+def _bind(server: grpc.aio.Server, url: str, flag: str, server_tls: ServerTLS | None) -> None:
+    """Listen on `url`: TLS when it is https:// (config checked the certificate is there)."""
     host, port = parse_url(url, flag)
     addr = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     try:
-        bound = server.add_insecure_port(addr)
+        if server_tls is not None:
+            bound = server.add_secure_port(addr, server_tls.credentials())
+        else:
+            bound = server.add_insecure_port(addr)
     except RuntimeError as e:
         raise OSError(f"{flag}: cannot listen on {url}: {e}") from None
     if bound == 0:

@@ -56,6 +56,25 @@ def grpc_target(url: str) -> str:
     return f"{host}:{port}"
 
 
+def dial(
+    url: str,
+    credentials: grpc.ChannelCredentials | None,
+    options: Sequence[tuple[str, Any]] = GRPC_OPTIONS,
+) -> grpc.aio.Channel:
+    """A channel to another member's peer URL: TLS when it is https://, else plaintext.
+
+    `credentials` are this member's peer credentials (--peer-trusted-ca-file to
+    verify the other member, --peer-cert-file/--peer-key-file presented as our
+    client certificate); without them an https:// peer is verified against the
+    system's roots and we present no certificate.
+    """
+    target = grpc_target(url)
+    if url.strip().lower().startswith("https://"):
+        creds = credentials if credentials is not None else grpc.ssl_channel_credentials()
+        return grpc.aio.secure_channel(target, creds, options=options)
+    return grpc.aio.insecure_channel(target, options=options)
+
+
 class Transport:
     def __init__(
         self,
@@ -66,6 +85,7 @@ class Transport:
         report_unreachable: Callable[[int], None],
         is_member: Callable[[int], bool],
         max_snapshot_bytes: int = 8 * 1024 * 1024 * 1024,
+        credentials: grpc.ChannelCredentials | None = None,
     ):
         self.cluster_id = cluster_id
         self.member_id = member_id
@@ -74,6 +94,7 @@ class Transport:
         self._report_unreachable = report_unreachable
         self._is_member = is_member
         self._max_snapshot_bytes = max_snapshot_bytes
+        self.credentials = credentials
         self._peers: dict[int, _PeerSender] = {}
         self._snapshot_tasks: set[asyncio.Task[None]] = set()
 
@@ -163,9 +184,7 @@ class _PeerSender:
 
     def channel(self) -> grpc.aio.Channel:
         if self._channel is None:
-            self._channel = grpc.aio.insecure_channel(
-                grpc_target(self.urls[0]), options=GRPC_OPTIONS
-            )
+            self._channel = dial(self.urls[0], self.t.credentials)
         return self._channel
 
     def enqueue(self, m: Message) -> None:
@@ -183,6 +202,9 @@ class _PeerSender:
         backoff = BACKOFF_MIN
         stub = raft_pb2_grpc.RaftStub(self.channel())
         connected_once = False
+        # Say once (not on every retry) that a peer cannot be reached, and why:
+        # a refused TLS handshake shows up here and nowhere else.
+        reported_unreachable = False
         while not self._closed:
             call = stub.Stream(wait_for_ready=False)
             try:
@@ -196,6 +218,7 @@ class _PeerSender:
                     )
                     if not connected_once:
                         connected_once = True
+                        reported_unreachable = False
                         log.info("peer_connected", peer=f"{self.id:x}", url=self.urls[0])
                     backoff = BACKOFF_MIN
             except asyncio.CancelledError:
@@ -208,6 +231,16 @@ class _PeerSender:
                 if connected_once:
                     detail = await _call_outcome(call)
                     log.warning("peer_stream_broken", peer=f"{self.id:x}", code=code, detail=detail)
+                elif not reported_unreachable:
+                    reported_unreachable = True
+                    detail = await _call_outcome(call)
+                    log.warning(
+                        "peer_unreachable",
+                        peer=f"{self.id:x}",
+                        url=self.urls[0],
+                        code=code,
+                        detail=detail,
+                    )
                 connected_once = False
                 call.cancel()
                 self.queue.clear()
