@@ -15,6 +15,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from prometheus_client import CollectorRegistry, Gauge, Histogram, start_http_server
 
+from synod import tls
 from synod.client.etcd import EtcdClient
 from synod.etcd.v3lockpb import v3lock_pb2_grpc
 from synod.flags import ConfigError, FlagSource, add_flags, parse_endpoints, parse_url
@@ -38,10 +39,16 @@ class LockConfig:
     endpoints: list[str]
     namespace: str
     metrics_addr: str
+    #: the lock API's TLS (None: plaintext)
+    server_tls: tls.ServerTLS | None = None
+    #: how to dial --endpoints (None: plaintext)
+    endpoints_tls: tls.ClientTLS | None = None
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     add_flags(p, _FLAGS)
+    tls.add_server_arguments(p)
+    tls.add_endpoint_arguments(p)
 
 
 def config_from(args: argparse.Namespace, environ: dict[str, str] | None = None) -> LockConfig:
@@ -53,7 +60,14 @@ def config_from(args: argparse.Namespace, environ: dict[str, str] | None = None)
     metrics = get("--metrics-addr") or ""
     if metrics:
         parse_url(metrics, "--metrics-addr")
-    return LockConfig(listen, endpoints, get("--namespace") or "", metrics)
+    return LockConfig(
+        listen,
+        endpoints,
+        get("--namespace") or "",
+        metrics,
+        server_tls=tls.server_tls_from(get),
+        endpoints_tls=tls.endpoints_tls_from(get, endpoints),
+    )
 
 
 class LockMetrics:
@@ -92,7 +106,10 @@ def run(args: argparse.Namespace) -> int:
 
 
 async def _serve(cfg: LockConfig) -> int:
-    client = EtcdClient(cfg.endpoints)
+    client = EtcdClient(
+        cfg.endpoints,
+        credentials=cfg.endpoints_tls.credentials() if cfg.endpoints_tls is not None else None,
+    )
     metrics_holder: list[LockMetrics] = []
     core = LockCore(
         client,
@@ -118,7 +135,10 @@ async def _serve(cfg: LockConfig) -> int:
     )
     host, port = parse_url(cfg.listen, "--listen")
     try:
-        server.add_insecure_port(f"{host}:{port}")
+        if cfg.server_tls is not None:
+            server.add_secure_port(f"{host}:{port}", cfg.server_tls.credentials())
+        else:
+            server.add_insecure_port(f"{host}:{port}")
     except RuntimeError as e:
         log.error("lock_start_failed", error=f"cannot listen on {cfg.listen}: {e}")
         return 1
@@ -131,7 +151,14 @@ async def _serve(cfg: LockConfig) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     health_task = asyncio.create_task(_track_health(client, health_servicer, stop))
-    log.info("lock_started", listen=cfg.listen, endpoints=cfg.endpoints, namespace=cfg.namespace)
+    log.info(
+        "lock_started",
+        listen=cfg.listen,
+        endpoints=cfg.endpoints,
+        namespace=cfg.namespace,
+        tls=tls.mode(cfg.server_tls),
+        endpoints_tls=cfg.endpoints_tls is not None,
+    )
     await stop.wait()
     log.info("lock_stopping")
     core.shutting_down = True

@@ -9,6 +9,7 @@ import argparse
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from synod import tls
 from synod.flags import ConfigError, FlagSource, add_flags, parse_endpoints, parse_url
 
 __all__ = ["ConfigError", "RouterConfig", "add_arguments", "from_args"]
@@ -22,6 +23,10 @@ class RouterConfig:
     bounded_load: float = 0.0  # 0: off; else C > 1
     metrics_addr: str = ""
     forward_timeout: float = 30.0  # deadline of a forwarded call when the caller set none
+    #: the Router API's (and proxy's) TLS; None: plaintext
+    server_tls: tls.ServerTLS | None = None
+    #: how to dial --endpoints; None: plaintext
+    endpoints_tls: tls.ClientTLS | None = None
 
     @property
     def prefix(self) -> str:
@@ -46,6 +51,8 @@ _FLAGS: list[tuple[str, str, str]] = [
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     add_flags(p, _FLAGS)
+    tls.add_server_arguments(p)
+    tls.add_endpoint_arguments(p)
 
 
 def _float(value: str, flag: str) -> float:
@@ -82,4 +89,6 @@ def from_args(args: argparse.Namespace, environ: Mapping[str, str] | None = None
         if t <= 0:
             raise ConfigError("--forward-timeout: must be > 0")
         c.forward_timeout = t
+    c.server_tls = tls.server_tls_from(get)
+    c.endpoints_tls = tls.endpoints_tls_from(get, c.endpoints)
     return c

@@ -20,6 +20,7 @@ import structlog
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from synod import tls
 from synod.consensus.config import parse_url
 from synod.router import config as router_config
 
@@ -62,7 +63,10 @@ async def serve(cfg: router_config.RouterConfig, stop: asyncio.Event | None = No
         loop.add_signal_handler(sig, stop.set)
 
     metrics = RouterMetrics()
-    client = EtcdClient(cfg.endpoints)
+    client = EtcdClient(
+        cfg.endpoints,
+        credentials=cfg.endpoints_tls.credentials() if cfg.endpoints_tls is not None else None,
+    )
     directory = Directory(client, cfg.namespace, metrics)
     proxy = Proxy(
         directory, metrics, bounded_load=cfg.bounded_load, default_timeout=cfg.forward_timeout
@@ -82,7 +86,10 @@ async def serve(cfg: router_config.RouterConfig, stop: asyncio.Event | None = No
     )
     server.add_generic_rpc_handlers((proxy,))  # last: anything not served above is forwarded
     try:
-        bound = server.add_insecure_port(cfg.listen)
+        if cfg.server_tls is not None:
+            bound = server.add_secure_port(cfg.listen, cfg.server_tls.credentials())
+        else:
+            bound = server.add_insecure_port(cfg.listen)
     except RuntimeError as e:
         bound = 0
         log.error("router_listen_failed", listen=cfg.listen, error=str(e))
@@ -105,6 +112,8 @@ async def serve(cfg: router_config.RouterConfig, stop: asyncio.Event | None = No
         namespace=cfg.namespace,
         bounded_load=cfg.bounded_load or None,
         metrics=cfg.metrics_addr or None,
+        tls=tls.mode(cfg.server_tls),
+        endpoints_tls=cfg.endpoints_tls is not None,
     )
 
     async def mark_ready() -> None:
