@@ -202,9 +202,10 @@ class _PeerSender:
         backoff = BACKOFF_MIN
         stub = raft_pb2_grpc.RaftStub(self.channel())
         connected_once = False
-        # Say once (not on every retry) that a peer cannot be reached, and why:
-        # a refused TLS handshake shows up here and nowhere else.
-        reported_unreachable = False
+        # Say why a peer cannot be reached, once per reason rather than on every
+        # retry: a refused TLS handshake shows up here and nowhere else (and at
+        # start, "connection refused" comes first while the peer is not up yet).
+        unreachable_because = ""
         while not self._closed:
             call = stub.Stream(wait_for_ready=False)
             try:
@@ -218,7 +219,7 @@ class _PeerSender:
                     )
                     if not connected_once:
                         connected_once = True
-                        reported_unreachable = False
+                        unreachable_because = ""
                         log.info("peer_connected", peer=f"{self.id:x}", url=self.urls[0])
                     backoff = BACKOFF_MIN
             except asyncio.CancelledError:
@@ -231,16 +232,17 @@ class _PeerSender:
                 if connected_once:
                     detail = await _call_outcome(call)
                     log.warning("peer_stream_broken", peer=f"{self.id:x}", code=code, detail=detail)
-                elif not reported_unreachable:
-                    reported_unreachable = True
+                else:
                     detail = await _call_outcome(call)
-                    log.warning(
-                        "peer_unreachable",
-                        peer=f"{self.id:x}",
-                        url=self.urls[0],
-                        code=code,
-                        detail=detail,
-                    )
+                    if detail != unreachable_because:
+                        unreachable_because = detail
+                        log.warning(
+                            "peer_unreachable",
+                            peer=f"{self.id:x}",
+                            url=self.urls[0],
+                            code=code,
+                            detail=detail,
+                        )
                 connected_once = False
                 call.cancel()
                 self.queue.clear()
