@@ -140,7 +140,8 @@ class Ctx:
 
 def tls_credentials(args: argparse.Namespace) -> grpc.ChannelCredentials | None:
     """--cacert/--cert/--key (or https:// endpoints): TLS to every service; else None."""
-    tls = ClientTLS(args.cacert or "", args.cert or "", args.key or "")
+    # (dest names differ from the flags: `get`/`put` have a positional `key`)
+    tls = ClientTLS(args.tls_cacert or "", args.tls_cert or "", args.tls_key or "")
     everything = split(args.endpoints) + split(args.lock_endpoints) + split(args.router_endpoints)
     if not (tls.ca_file or tls.cert_file or tls.key_file or uses_https(everything)):
         return None
@@ -536,15 +537,15 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     # etcdctl's names, so the same three files serve both tools.
     p.add_argument(
-        "--cacert", metavar="FILE", default=env("SYNOD_CACERT"),
+        "--cacert", metavar="FILE", default=env("SYNOD_CACERT"), dest="tls_cacert",
         help="CA (PEM) the services' certificates are signed by: TLS [env SYNOD_CACERT]",
     )  # fmt: skip
     p.add_argument(
-        "--cert", metavar="FILE", default=env("SYNOD_CERT"),
+        "--cert", metavar="FILE", default=env("SYNOD_CERT"), dest="tls_cert",
         help="client certificate (PEM) for mutual TLS [env SYNOD_CERT]",
     )  # fmt: skip
     p.add_argument(
-        "--key", metavar="FILE", default=env("SYNOD_KEY"),
+        "--key", metavar="FILE", default=env("SYNOD_KEY"), dest="tls_key",
         help="private key (PEM) of --cert [env SYNOD_KEY]",
     )  # fmt: skip
     p.add_argument("-o", "--output", choices=["table", "json"], default="table")

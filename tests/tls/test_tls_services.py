@@ -170,8 +170,11 @@ def test_synodctl_with_cacert_cert_key(env: Env) -> None:
     p = subprocess.run([*args, "status"], capture_output=True, text=True, timeout=60)
     assert p.returncode == 0, p.stderr
     assert p.stdout.count('"healthy": true') == 5, p.stdout
-    p = subprocess.run([*args[:-2], "status"], capture_output=True, text=True, timeout=60)
-    assert p.returncode == 0, p.stderr  # the table form too
+    # put/get: their positional KEY must not be taken for --key
+    p = subprocess.run([*args, "put", "tls/ctl", "v1"], capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    p = subprocess.run([*args[:-2], "get", "tls/ctl"], capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0 and "v1" in p.stdout, p.stderr + p.stdout
 
 
 # -- what is refused ------------------------------------------------------------------------------
