@@ -100,6 +100,7 @@ class LockReplica:
     proc: subprocess.Popen[bytes] | None = None
     #: serve mutual TLS and dial the consensus service with the client certificate
     tls: TLSFiles | None = None
+    extra_args: list[str] = field(default_factory=list)
     _channel: grpc.Channel | None = field(default=None, repr=False)
 
     @property
@@ -117,6 +118,7 @@ class LockReplica:
             args += ["--namespace", self.namespace]
         if self.tls is not None:
             args += self.tls.server_flags() + self.tls.endpoint_flags()
+        args += self.extra_args
         with open(self.log_path, "ab") as log:
             env = dict(os.environ, PYTHONUNBUFFERED="1")
             self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=env)

@@ -40,6 +40,7 @@ class Env:
     cluster: LocalCluster
     lock: LockReplica
     router: RouterProc
+    health_ports: dict[str, int]  # --health-addr of m1, the lock and the router replica
 
     @property
     def tls(self) -> ClientTLS:
@@ -53,16 +54,22 @@ def env(pki: Pki, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
     base = tmp_path_factory.mktemp("tls")
     cluster = LocalCluster(base, size=3, tls=pki.good, extra_args=["--unsafe-no-fsync"])
     endpoints = [m.client_url for m in cluster.members]  # https://
+    health_ports = {"consensus": free_port(), "lock": free_port(), "router": free_port()}
+    cluster.members[0].extra_args += ["--health-addr", f"127.0.0.1:{health_ports['consensus']}"]
     lock = LockReplica(
-        "lock1", free_port(), free_port(), base / "lock1.log", endpoints, tls=pki.good
-    )
-    router = RouterProc("router1", endpoints, base / "router1.log", tls=pki.good)
+        "lock1", free_port(), free_port(), base / "lock1.log", endpoints, tls=pki.good,
+        extra_args=["--health-addr", f"127.0.0.1:{health_ports['lock']}"],
+    )  # fmt: skip
+    router = RouterProc(
+        "router1", endpoints, base / "router1.log", tls=pki.good,
+        extra_args=["--health-addr", f"127.0.0.1:{health_ports['router']}"],
+    )  # fmt: skip
     try:
         cluster.start(timeout=60)
         lock.start()
         wait_until(lock.serving, 30, "the lock replica to serve over TLS")
         router.start()
-        yield Env(pki, cluster, lock, router)
+        yield Env(pki, cluster, lock, router, health_ports)
     finally:
         router.stop()
         lock.stop()
@@ -247,3 +254,13 @@ def test_the_peer_port_refuses_what_is_not_a_member(env: Env, who: str) -> None:
             internal_pb2.ClusterInfoRequest(), timeout=5
         )
     assert len(info.members) == 3
+
+
+@pytest.mark.parametrize("service", ["consensus", "lock", "router"])
+def test_the_health_port_answers_plaintext_probes_and_nothing_else(env: Env, service: str) -> None:
+    """--health-addr: what a Kubernetes gRPC probe (no client certificate) can reach."""
+    address = f"127.0.0.1:{env.health_ports[service]}"
+    assert health_check(address, None) == health_pb2.HealthCheckResponse.SERVING
+    with grpc.insecure_channel(address) as ch, pytest.raises(grpc.RpcError) as e:
+        rpc_pb2_grpc.KVStub(ch).Range(rpc_pb2.RangeRequest(key=b"tls/greeting"), timeout=5)
+    assert e.value.code() == grpc.StatusCode.UNIMPLEMENTED  # type: ignore[attr-defined]

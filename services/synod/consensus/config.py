@@ -21,7 +21,7 @@ import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from synod import tls
+from synod import health_port, tls
 from synod.flags import ConfigError, FlagSource, add_flags, env_name, parse_url
 
 __all__ = ["ConfigError", "MemberConfig", "add_arguments", "env_name", "from_args", "parse_url"]
@@ -97,6 +97,7 @@ class MemberConfig:
     snapshot_count: int = 10000
     max_request_bytes: int = int(1.5 * MIB)
     metrics_addr: str = ""
+    health_addr: str = ""
     unsafe_no_fsync: bool = False
     #: the client API's TLS (None: plaintext)
     client_tls: tls.ServerTLS | None = None
@@ -136,6 +137,7 @@ _FLAGS: list[tuple[str, str, str]] = [
     ("--snapshot-count", "N", "applied entries between snapshots (default: 10000)"),
     ("--max-request-bytes", "BYTES", "largest client request accepted (default: 1.5 MiB)"),
     ("--metrics-addr", "HOST:PORT", "serve Prometheus metrics over HTTP here (default: off)"),
+    health_port.FLAG,
 ]
 
 
@@ -210,6 +212,9 @@ def from_args(args: argparse.Namespace, environ: Mapping[str, str] | None = None
     c.metrics_addr = get("--metrics-addr") or ""
     if c.metrics_addr:
         parse_url(c.metrics_addr, "--metrics-addr")
+    c.health_addr = get("--health-addr") or ""
+    if c.health_addr:
+        parse_url(c.health_addr, "--health-addr")
     v = get("--unsafe-no-fsync")
     c.unsafe_no_fsync = v is not None and v.lower() in ("1", "true", "yes", "on")
     _tls_from(get, c)

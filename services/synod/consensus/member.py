@@ -24,7 +24,7 @@ import structlog
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from synod import __version__
+from synod import __version__, health_port
 from synod.consensus.config import MemberConfig, parse_url
 from synod.consensus.leases import Lessor, min_ttl_seconds
 from synod.consensus.membership import Membership
@@ -71,6 +71,7 @@ class Member:
         self.transport: Transport | None = None
         self.client_server: grpc.aio.Server | None = None
         self.peer_server: grpc.aio.Server | None = None
+        self.health_server: grpc.aio.Server | None = None
         # grpc_health ships its asyncio servicer as health.aio, which has no type stubs.
         self.health = health.aio.HealthServicer()  # type: ignore[attr-defined]
         self.started_at = time.monotonic()
@@ -178,6 +179,8 @@ class Member:
             _bind(self.client_server, url, "--listen-client-urls", c.client_tls)
         await self.client_server.start()
         await self.health.set("", health_pb2.HealthCheckResponse.NOT_SERVING)
+        if c.health_addr:
+            self.health_server = await health_port.serve(self.health, c.health_addr)
         if c.metrics_addr:
             host, port = parse_url(c.metrics_addr, "--metrics-addr")
             self.metrics.serve(host, port)
@@ -265,6 +268,8 @@ class Member:
             self.watch_hub.close()  # watch clients move to another member now
         if self.client_server is not None:
             await self.client_server.stop(grace=1.0)
+        if self.health_server is not None:
+            await self.health_server.stop(grace=None)
         await self.lessor.stop()
         if node is not None:
             await node.stop()

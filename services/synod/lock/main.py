@@ -15,7 +15,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from prometheus_client import CollectorRegistry, Gauge, Histogram, start_http_server
 
-from synod import tls
+from synod import health_port, tls
 from synod.client.etcd import EtcdClient
 from synod.etcd.v3lockpb import v3lock_pb2_grpc
 from synod.flags import ConfigError, FlagSource, add_flags, parse_endpoints, parse_url
@@ -30,6 +30,7 @@ _FLAGS = [
     ("--endpoints", "E1,E2,...", "consensus (or etcd) client endpoints"),
     ("--namespace", "PREFIX", "key prefix for every lock (default: none, as etcd's recipe)"),
     ("--metrics-addr", "HOST:PORT", "serve Prometheus metrics over HTTP here"),
+    health_port.FLAG,
 ]
 
 
@@ -39,6 +40,8 @@ class LockConfig:
     endpoints: list[str]
     namespace: str
     metrics_addr: str
+    #: plaintext port with only the health service ("": none)
+    health_addr: str = ""
     #: the lock API's TLS (None: plaintext)
     server_tls: tls.ServerTLS | None = None
     #: how to dial --endpoints (None: plaintext)
@@ -60,11 +63,15 @@ def config_from(args: argparse.Namespace, environ: dict[str, str] | None = None)
     metrics = get("--metrics-addr") or ""
     if metrics:
         parse_url(metrics, "--metrics-addr")
+    health_addr = get("--health-addr") or ""
+    if health_addr:
+        parse_url(health_addr, "--health-addr")
     return LockConfig(
         listen,
         endpoints,
         get("--namespace") or "",
         metrics,
+        health_addr=health_addr,
         server_tls=tls.server_tls_from(get),
         endpoints_tls=tls.endpoints_tls_from(get, endpoints),
     )
@@ -143,6 +150,14 @@ async def _serve(cfg: LockConfig) -> int:
         log.error("lock_start_failed", error=f"cannot listen on {cfg.listen}: {e}")
         return 1
     await server.start()
+    health_server = None
+    if cfg.health_addr:
+        try:
+            health_server = await health_port.serve(health_servicer, cfg.health_addr)
+        except OSError as e:
+            log.error("lock_start_failed", error=str(e))
+            await server.stop(grace=None)
+            return 1
     if cfg.metrics_addr:
         mh, mp = parse_url(cfg.metrics_addr, "--metrics-addr")
         start_http_server(mp, addr=mh, registry=metrics.registry)
@@ -165,6 +180,8 @@ async def _serve(cfg: LockConfig) -> int:
     shutdown.event.set()  # waiters get UNAVAILABLE and retry on another replica
     await health_servicer.enter_graceful_shutdown()
     await server.stop(grace=2.0)
+    if health_server is not None:
+        await health_server.stop(grace=None)
     health_task.cancel()
     await asyncio.gather(health_task, return_exceptions=True)
     await client.close()

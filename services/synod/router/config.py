@@ -9,7 +9,7 @@ import argparse
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from synod import tls
+from synod import health_port, tls
 from synod.flags import ConfigError, FlagSource, add_flags, parse_endpoints, parse_url
 
 __all__ = ["ConfigError", "RouterConfig", "add_arguments", "from_args"]
@@ -22,6 +22,7 @@ class RouterConfig:
     namespace: str = "synod"
     bounded_load: float = 0.0  # 0: off; else C > 1
     metrics_addr: str = ""
+    health_addr: str = ""  # plaintext port with only the health service ("": none)
     forward_timeout: float = 30.0  # deadline of a forwarded call when the caller set none
     #: the Router API's (and proxy's) TLS; None: plaintext
     server_tls: tls.ServerTLS | None = None
@@ -46,6 +47,7 @@ _FLAGS: list[tuple[str, str, str]] = [
     ),
     ("--metrics-addr", "HOST:PORT", "serve Prometheus metrics over HTTP here (default off)"),
     ("--forward-timeout", "SECONDS", "deadline of forwarded calls without one (default 30)"),
+    health_port.FLAG,
 ]
 
 
@@ -84,6 +86,9 @@ def from_args(args: argparse.Namespace, environ: Mapping[str, str] | None = None
     if (v := get("--metrics-addr")) is not None and v:
         parse_url(v, "--metrics-addr")
         c.metrics_addr = v
+    if (v := get("--health-addr")) is not None and v:
+        parse_url(v, "--health-addr")
+        c.health_addr = v
     if (v := get("--forward-timeout")) is not None:
         t = _float(v, "--forward-timeout")
         if t <= 0:

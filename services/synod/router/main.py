@@ -20,7 +20,7 @@ import structlog
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from synod import tls
+from synod import health_port, tls
 from synod.consensus.config import parse_url
 from synod.router import config as router_config
 
@@ -101,6 +101,15 @@ async def serve(cfg: router_config.RouterConfig, stop: asyncio.Event | None = No
     await health_servicer.set("", not_serving)
     await health_servicer.set(SERVICE_NAME, not_serving)
     await server.start()
+    health_server = None
+    if cfg.health_addr:
+        try:
+            health_server = await health_port.serve(health_servicer, cfg.health_addr)
+        except OSError as e:
+            log.error("router_listen_failed", listen=cfg.health_addr, error=str(e))
+            await server.stop(grace=None)
+            await client.close()
+            return 1
     if cfg.metrics_addr:
         host, port = parse_url(cfg.metrics_addr, "--metrics-addr")
         metrics.serve(host, port)
@@ -129,6 +138,8 @@ async def serve(cfg: router_config.RouterConfig, stop: asyncio.Event | None = No
     ready_task.cancel()
     await health_servicer.enter_graceful_shutdown()
     await server.stop(grace=2.0)
+    if health_server is not None:
+        await health_server.stop(grace=None)
     await directory.stop()
     await proxy.close()
     await client.close()
