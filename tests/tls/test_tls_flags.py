@@ -90,6 +90,15 @@ def test_plaintext_stays_the_default() -> None:
         (lambda a: [*a, "--client-cert-auth=false"], "contradicts"),
         (lambda a: [*a, "--client-cert-auth=maybe"], "true or false"),
     ],
+    ids=[
+        "https-without-cert",
+        "http-listen-with-cert",
+        "http-advertise-with-cert",
+        "http-peer-with-peer-cert",
+        "cert-without-key",
+        "cert-auth-false-with-ca",
+        "cert-auth-not-a-bool",
+    ],
 )
 def test_member_tls_mistakes_are_refused(pki: Pki, change, text: str) -> None:  # type: ignore[no-untyped-def]
     with pytest.raises(ConfigError, match=text):

@@ -182,6 +182,15 @@ def test_synodctl_with_cacert_cert_key(env: Env) -> None:
     assert p.returncode == 0, p.stderr
     p = subprocess.run([*args[:-2], "get", "tls/ctl"], capture_output=True, text=True, timeout=60)
     assert p.returncode == 0 and "v1" in p.stdout, p.stderr + p.stdout
+    # https:// endpoints without --cacert: TLS against the default roots (pointed at our CA
+    # here through gRPC's own variable, standing in for a publicly trusted CA).
+    roots = dict(os.environ, GRPC_DEFAULT_SSL_ROOTS_FILE_PATH=g.ca_file)
+    p = subprocess.run(
+        [args[0], "--endpoints", env.cluster.members[1].client_url,
+         "--cert", g.client.cert_file, "--key", g.client.key_file, "get", "tls/ctl"],
+        capture_output=True, text=True, timeout=60, env=roots,
+    )  # fmt: skip
+    assert p.returncode == 0 and "v1" in p.stdout, p.stderr + p.stdout
 
 
 # -- what is refused ------------------------------------------------------------------------------
@@ -203,27 +212,34 @@ def credentials(ca: str, cert: str = "", key: str = "") -> grpc.ChannelCredentia
     return ClientTLS(ca, cert, key).credentials()
 
 
-@pytest.mark.parametrize("who", ["plaintext", "no-client-cert", "cert-from-another-ca"])
-@pytest.mark.parametrize("service", ["consensus", "lock", "router"])
-def test_a_client_without_a_valid_certificate_is_refused(env: Env, who: str, service: str) -> None:
-    address = {
+def test_a_client_without_a_valid_certificate_is_refused(env: Env) -> None:
+    """On every service's port: plaintext, TLS without a certificate, a foreign CA's certificate.
+
+    (One test for the nine cases: under xdist, fewer items in this module means
+    fewer workers starting the whole environment again.)
+    """
+    g, p = env.pki.good, env.pki
+    addresses = {
         "consensus": env.cluster.members[0].endpoint,
         "lock": env.lock.address,
         "router": env.router.address,
-    }[service]
-    g, p = env.pki.good, env.pki
-    bad = {
+    }
+    callers = {
         "plaintext": None,
         "no-client-cert": credentials(g.ca_file),
         "cert-from-another-ca": credentials(
             g.ca_file, p.other_client.cert_file, p.other_client.key_file
         ),
-    }[who]
-    with pytest.raises(grpc.RpcError) as e:
-        health_check(address, bad)
-    assert e.value.code() == grpc.StatusCode.UNAVAILABLE, e.value  # type: ignore[attr-defined]
-    # ... and the server goes on serving those who present a good certificate.
-    assert health_check(address, g.client_credentials()) == health_pb2.HealthCheckResponse.SERVING
+    }
+    for service, address in addresses.items():
+        for who, bad in callers.items():
+            with pytest.raises(grpc.RpcError) as e:
+                health_check(address, bad)
+            code = e.value.code()  # type: ignore[attr-defined]
+            assert code == grpc.StatusCode.UNAVAILABLE, f"{service}, {who}: {e.value}"
+            # ... and the server goes on serving those who present a good certificate.
+            ok = health_check(address, g.client_credentials())
+            assert ok == health_pb2.HealthCheckResponse.SERVING, f"{service} after {who}"
 
 
 def test_a_client_that_does_not_trust_the_servers_ca_refuses_it(env: Env) -> None:
@@ -234,20 +250,21 @@ def test_a_client_that_does_not_trust_the_servers_ca_refuses_it(env: Env) -> Non
     assert e.value.code() == grpc.StatusCode.UNAVAILABLE  # type: ignore[attr-defined]
 
 
-@pytest.mark.parametrize("who", ["plaintext", "no-certificate"])
-def test_the_peer_port_refuses_what_is_not_a_member(env: Env, who: str) -> None:
+def test_the_peer_port_refuses_what_is_not_a_member(env: Env) -> None:
     """The peer port wants a certificate from the peer CA; plaintext or none is refused."""
     g = env.pki.good
-    m = env.cluster.members[0]
-    target = f"127.0.0.1:{m.peer_port}"
-    ch = (
-        grpc.insecure_channel(target)
-        if who == "plaintext"
-        else grpc.secure_channel(target, credentials(g.peer_ca_file))
-    )
-    with ch, pytest.raises(grpc.RpcError) as e:
-        internal_pb2_grpc.InternalStub(ch).ClusterInfo(internal_pb2.ClusterInfoRequest(), timeout=5)
-    assert e.value.code() == grpc.StatusCode.UNAVAILABLE  # type: ignore[attr-defined]
+    target = f"127.0.0.1:{env.cluster.members[0].peer_port}"
+    for who in ("plaintext", "no-certificate"):
+        ch = (
+            grpc.insecure_channel(target)
+            if who == "plaintext"
+            else grpc.secure_channel(target, credentials(g.peer_ca_file))
+        )
+        with ch, pytest.raises(grpc.RpcError) as e:
+            internal_pb2_grpc.InternalStub(ch).ClusterInfo(
+                internal_pb2.ClusterInfoRequest(), timeout=5
+            )
+        assert e.value.code() == grpc.StatusCode.UNAVAILABLE, who  # type: ignore[attr-defined]
     peer_creds = credentials(g.peer_ca_file, g.peer.cert_file, g.peer.key_file)
     with grpc.secure_channel(target, peer_creds) as ch:
         info = internal_pb2_grpc.InternalStub(ch).ClusterInfo(
@@ -256,11 +273,12 @@ def test_the_peer_port_refuses_what_is_not_a_member(env: Env, who: str) -> None:
     assert len(info.members) == 3
 
 
-@pytest.mark.parametrize("service", ["consensus", "lock", "router"])
-def test_the_health_port_answers_plaintext_probes_and_nothing_else(env: Env, service: str) -> None:
+def test_the_health_port_answers_plaintext_probes_and_nothing_else(env: Env) -> None:
     """--health-addr: what a Kubernetes gRPC probe (no client certificate) can reach."""
-    address = f"127.0.0.1:{env.health_ports[service]}"
-    assert health_check(address, None) == health_pb2.HealthCheckResponse.SERVING
-    with grpc.insecure_channel(address) as ch, pytest.raises(grpc.RpcError) as e:
-        rpc_pb2_grpc.KVStub(ch).Range(rpc_pb2.RangeRequest(key=b"tls/greeting"), timeout=5)
-    assert e.value.code() == grpc.StatusCode.UNIMPLEMENTED  # type: ignore[attr-defined]
+    for service, port in env.health_ports.items():
+        address = f"127.0.0.1:{port}"
+        assert health_check(address, None) == health_pb2.HealthCheckResponse.SERVING, service
+        with grpc.insecure_channel(address) as ch, pytest.raises(grpc.RpcError) as e:
+            rpc_pb2_grpc.KVStub(ch).Range(rpc_pb2.RangeRequest(key=b"tls/greeting"), timeout=5)
+        code = e.value.code()  # type: ignore[attr-defined]
+        assert code == grpc.StatusCode.UNIMPLEMENTED, service
