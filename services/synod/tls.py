@@ -21,22 +21,28 @@ certificate.
 Every file is read and checked when the flags are parsed (a key that does not
 match its certificate, a file that is not PEM), so a bad setting stops the
 process at start with the flag's name instead of failing each handshake later.
+Servers then follow the files (a renewed certificate is served from the next
+handshake on), and so does the peer transport's client side, per new channel.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import grpc
+import structlog
 
 from synod.flags import ConfigError, add_flags, env_name
 
 __all__ = [
     "ClientTLS",
+    "ReloadingClientCredentials",
     "ServerTLS",
     "add_endpoint_arguments",
     "add_server_arguments",
@@ -45,6 +51,8 @@ __all__ = [
     "mode",
     "server_tls_from",
 ]
+
+log = structlog.get_logger("synod.tls")
 
 FlagGetter = Callable[[str], "str | None"]
 
@@ -97,13 +105,87 @@ class ServerTLS:
         """Clients must present a certificate signed by `trusted_ca_file`."""
         return bool(self.trusted_ca_file)
 
-    def credentials(self) -> grpc.ServerCredentials:
+    def files(self) -> list[str]:
+        return [f for f in (self.cert_file, self.key_file, self.trusted_ca_file) if f]
+
+    def _configuration(self) -> Any:
         key = Path(self.key_file).read_bytes()
         cert = Path(self.cert_file).read_bytes()
         ca = Path(self.trusted_ca_file).read_bytes() if self.trusted_ca_file else None
-        return grpc.ssl_server_credentials(
-            [(key, cert)], root_certificates=ca, require_client_auth=self.client_cert_auth
+        return grpc.ssl_server_certificate_configuration([(key, cert)], root_certificates=ca)
+
+    def credentials(self) -> grpc.ServerCredentials:
+        """Server credentials that follow the files: a renewed certificate (cert-manager,
+        say) is served from the next connection on, without a restart.
+
+        gRPC asks before each new handshake; a stat of the files answers when nothing
+        changed. Files that do not load (half-written, key and certificate from
+        different renewals) are skipped, with a warning, until they do.
+        """
+        seen = _signature(self.files())
+        warned: list[tuple[tuple[int, int], ...]] = []
+
+        def fetch() -> Any:
+            nonlocal seen
+            now = _signature(self.files())
+            if now == seen:
+                return None  # keep what is served
+            try:
+                _check_pair(self.cert_file, self.key_file, "--cert-file", "--key-file")
+                if self.trusted_ca_file:
+                    _check_ca(self.trusted_ca_file, "--trusted-ca-file")
+                config = self._configuration()
+            except (ConfigError, OSError) as e:
+                if now not in warned:
+                    warned.append(now)
+                    log.warning("tls_reload_skipped", cert_file=self.cert_file, error=str(e))
+                return None
+            seen = now
+            log.info("tls_reloaded", cert_file=self.cert_file)
+            return config
+
+        return grpc.dynamic_ssl_server_credentials(
+            self._configuration(), fetch, require_client_authentication=self.client_cert_auth
         )
+
+
+def _signature(files: list[str]) -> tuple[tuple[int, int], ...]:
+    """(mtime, size) of each file; (-1, -1) for one that cannot be read now."""
+    out = []
+    for f in files:
+        try:
+            st = os.stat(f)
+            out.append((st.st_mtime_ns, st.st_size))
+        except OSError:
+            out.append((-1, -1))
+    return tuple(out)
+
+
+class ReloadingClientCredentials:
+    """A `ClientTLS`'s channel credentials, made again when its files change.
+
+    For callers that open channels over a long life (the peer transport opens a
+    fresh channel after every broken stream): `get()` before each new channel
+    presents the renewed client certificate once it is on disk.
+    """
+
+    def __init__(self, tls: ClientTLS) -> None:
+        self.tls = tls
+        self._files = [f for f in (tls.ca_file, tls.cert_file, tls.key_file) if f]
+        self._seen = _signature(self._files)
+        self._credentials = tls.credentials()
+
+    def get(self) -> grpc.ChannelCredentials:
+        now = _signature(self._files)
+        if now != self._seen:
+            try:
+                self.tls.check("ca file", "cert file", "key file")
+                self._credentials = self.tls.credentials()
+                self._seen = now
+                log.info("tls_client_reloaded", cert_file=self.tls.cert_file)
+            except (ConfigError, OSError) as e:
+                log.warning("tls_reload_skipped", cert_file=self.tls.cert_file, error=str(e))
+        return self._credentials
 
 
 @dataclass(frozen=True)

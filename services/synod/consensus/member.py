@@ -45,7 +45,7 @@ from synod.consensus.v1 import internal_pb2, internal_pb2_grpc
 from synod.consensus.watch import WatchHub
 from synod.etcd.etcdserverpb import rpc_pb2
 from synod.raft.v1 import raft_pb2_grpc
-from synod.tls import ServerTLS
+from synod.tls import ReloadingClientCredentials, ServerTLS
 from synod.tls import mode as tls_mode
 
 log = structlog.get_logger("synod.member")
@@ -83,9 +83,12 @@ class Member:
         self.lessor = Lessor(self, check_interval=config.heartbeat_interval_ms / 1000)
         self.membership = Membership(self)
         self._leader_channel: tuple[int, grpc.aio.Channel] | None = None
-        # Read once: the peer transport, the leader channel and discovery share them.
-        self.peer_credentials = (
-            config.peer_client_tls.credentials() if config.peer_client_tls is not None else None
+        # The peer transport, the leader channel and discovery dial with these; made
+        # again when the files change (a renewed peer certificate), per new channel.
+        self._peer_credentials = (
+            ReloadingClientCredentials(config.peer_client_tls)
+            if config.peer_client_tls is not None
+            else None
         )
         self._state_waiters: list[tuple[Callable[[], bool], asyncio.Future[None]]] = []
 
@@ -210,7 +213,7 @@ class Member:
         last = "no other member in --initial-cluster"
         while time.monotonic() < deadline:
             for url in urls:
-                async with dial(url, self.peer_credentials, options=()) as ch:
+                async with dial(url, self.peer_credentials(), options=()) as ch:
                     try:
                         info = await internal_pb2_grpc.InternalStub(ch).ClusterInfo(
                             internal_pb2.ClusterInfoRequest(), timeout=2
@@ -339,6 +342,10 @@ class Member:
 
     # -- what the API handlers use -----------------------------------------------------
 
+    def peer_credentials(self) -> grpc.ChannelCredentials | None:
+        """What to dial other members' https:// peer URLs with (None: no peer TLS flags)."""
+        return self._peer_credentials.get() if self._peer_credentials is not None else None
+
     def next_request_id(self) -> int:
         return next(self._ids)
 
@@ -358,7 +365,7 @@ class Member:
                 asyncio.ensure_future(self._leader_channel[1].close(None))
             from synod.consensus.transport import dial
 
-            self._leader_channel = (leader, dial(info.peer_urls[0], self.peer_credentials))
+            self._leader_channel = (leader, dial(info.peer_urls[0], self.peer_credentials()))
         return internal_pb2_grpc.InternalStub(self._leader_channel[1])
 
     async def propose(self, req: internal_pb2.InternalRequest, timeout: float) -> Any:

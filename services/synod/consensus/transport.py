@@ -85,7 +85,7 @@ class Transport:
         report_unreachable: Callable[[int], None],
         is_member: Callable[[int], bool],
         max_snapshot_bytes: int = 8 * 1024 * 1024 * 1024,
-        credentials: grpc.ChannelCredentials | None = None,
+        credentials: Callable[[], grpc.ChannelCredentials | None] | None = None,
     ):
         self.cluster_id = cluster_id
         self.member_id = member_id
@@ -94,7 +94,8 @@ class Transport:
         self._report_unreachable = report_unreachable
         self._is_member = is_member
         self._max_snapshot_bytes = max_snapshot_bytes
-        self.credentials = credentials
+        #: asked before each new channel (renewed certificates are picked up)
+        self.credentials = credentials or (lambda: None)
         self._peers: dict[int, _PeerSender] = {}
         self._snapshot_tasks: set[asyncio.Task[None]] = set()
 
@@ -184,7 +185,7 @@ class _PeerSender:
 
     def channel(self) -> grpc.aio.Channel:
         if self._channel is None:
-            self._channel = dial(self.urls[0], self.t.credentials)
+            self._channel = dial(self.urls[0], self.t.credentials())
         return self._channel
 
     def enqueue(self, m: Message) -> None:
