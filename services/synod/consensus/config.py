@@ -165,7 +165,11 @@ def _int(value: str, flag: str, minimum: int = 1) -> int:
     return n
 
 
-def from_args(args: argparse.Namespace, environ: Mapping[str, str] | None = None) -> MemberConfig:
+def from_args(
+    args: argparse.Namespace, environ: Mapping[str, str] | None = None, serving: bool = True
+) -> MemberConfig:
+    """The configuration the flags describe; `serving=False` (snapshot restore, which only
+    writes a data directory) skips the TLS settings and the URL schemes they decide."""
     get = FlagSource(args, environ).get
 
     c = MemberConfig()
@@ -217,7 +221,8 @@ def from_args(args: argparse.Namespace, environ: Mapping[str, str] | None = None
         parse_url(c.health_addr, "--health-addr")
     v = get("--unsafe-no-fsync")
     c.unsafe_no_fsync = v is not None and v.lower() in ("1", "true", "yes", "on")
-    _tls_from(get, c)
+    if serving:
+        _tls_from(get, c)
     if c.name not in c.initial_cluster:
         raise ConfigError(
             f"--initial-cluster does not name this member ({c.name!r}); "
