@@ -155,6 +155,8 @@ class EchoBackend:
     port: int = 0
     lease_id: int = 0
     granted_ttl: int = 0
+    #: serve mutual TLS with the server certificate (register it yourself: router="")
+    tls: TLSFiles | None = None
 
     @property
     def address(self) -> str:
@@ -165,6 +167,7 @@ class EchoBackend:
             sys.executable, str(SUPPORT / "router_echo_backend.py"),
             "--id", self.id, "--ring", self.ring, "--router", self.router,
             "--ttl", str(self.ttl), "--weight", str(self.weight),
+            *(self.tls.server_flags() if self.tls is not None else []),
         ]  # fmt: skip
         self.proc = subprocess.Popen(
             args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=dict(os.environ)

@@ -22,7 +22,7 @@ from cluster_harness import LocalCluster, etcdctl, wait_until
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from lock_harness import LockReplica
 from ports import free_port
-from router_harness import RouterProc
+from router_harness import EchoBackend, RouterProc
 from tls_files import Pki
 from waits import wait_for
 
@@ -60,9 +60,16 @@ def env(pki: Pki, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
         "lock1", free_port(), free_port(), base / "lock1.log", endpoints, tls=pki.good,
         extra_args=["--health-addr", f"127.0.0.1:{health_ports['lock']}"],
     )  # fmt: skip
+    g = pki.good
     router = RouterProc(
-        "router1", endpoints, base / "router1.log", tls=pki.good,
-        extra_args=["--health-addr", f"127.0.0.1:{health_ports['router']}"],
+        "router1", endpoints, base / "router1.log", tls=g,
+        extra_args=[
+            "--health-addr", f"127.0.0.1:{health_ports['router']}",
+            # forwarded calls go to the backends over mutual TLS too
+            "--backend-ca-file", g.ca_file,
+            "--backend-cert-file", g.client.cert_file,
+            "--backend-key-file", g.client.key_file,
+        ],
     )  # fmt: skip
     try:
         cluster.start(timeout=60)
@@ -282,3 +289,35 @@ def test_the_health_port_answers_plaintext_probes_and_nothing_else(env: Env) -> 
             rpc_pb2_grpc.KVStub(ch).Range(rpc_pb2.RangeRequest(key=b"tls/greeting"), timeout=5)
         code = e.value.code()  # type: ignore[attr-defined]
         assert code == grpc.StatusCode.UNIMPLEMENTED, service
+
+
+async def test_the_router_forwards_to_a_backend_over_mutual_tls(env: Env) -> None:
+    """--backend-*-file: a call forwarded by key reaches a backend that requires a client cert."""
+    backend = EchoBackend("tls-be", "tls-echo", router="", tls=env.pki.good).start()
+    try:
+        creds = env.pki.good.client_credentials()
+        async with grpc.aio.secure_channel(env.router.address, creds) as ch:
+            stub = router_pb2_grpc.RouterStub(ch)
+            reg = await stub.Register(
+                router_pb2.RegisterRequest(
+                    ring="tls-echo", id="tls-be", address=backend.address, ttl_seconds=30
+                ),
+                timeout=10,
+            )
+
+            async def member_seen() -> bool:
+                r = await stub.Lookup(
+                    router_pb2.LookupRequest(ring="tls-echo", key=b"k"), timeout=5
+                )
+                return r.revision >= reg.revision
+
+            await wait_for(member_seen, 20, "the router to see the TLS backend")
+            call = ch.unary_unary("/test.Echo/Unary")(
+                b"hi", metadata=(("synod-ring", "tls-echo"), ("synod-route-key", "k")), timeout=10
+            )
+            assert await call == b"tls-be||hi"
+            trailers = dict(await call.trailing_metadata())
+            assert trailers["synod-backend"] == "tls-be"
+            await stub.Deregister(router_pb2.DeregisterRequest(ring="tls-echo", id="tls-be"))
+    finally:
+        backend.kill()

@@ -28,6 +28,8 @@ class RouterConfig:
     server_tls: tls.ServerTLS | None = None
     #: how to dial --endpoints; None: plaintext
     endpoints_tls: tls.ClientTLS | None = None
+    #: how to dial the backends calls are forwarded to; None: plaintext
+    backend_tls: tls.ClientTLS | None = None
 
     @property
     def prefix(self) -> str:
@@ -51,10 +53,23 @@ _FLAGS: list[tuple[str, str, str]] = [
 ]
 
 
+_BACKEND_FLAGS: list[tuple[str, str, str]] = [
+    (
+        "--backend-ca-file",
+        "FILE",
+        "CA (PEM) the backends' certificates are signed by: forward calls over TLS "
+        "(default: plaintext)",
+    ),
+    ("--backend-cert-file", "FILE", "client certificate (PEM) presented to the backends"),
+    ("--backend-key-file", "FILE", "private key (PEM) of --backend-cert-file"),
+]
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     add_flags(p, _FLAGS)
     tls.add_server_arguments(p)
     tls.add_endpoint_arguments(p)
+    add_flags(p, _BACKEND_FLAGS)
 
 
 def _float(value: str, flag: str) -> float:
@@ -96,4 +111,6 @@ def from_args(args: argparse.Namespace, environ: Mapping[str, str] | None = None
         c.forward_timeout = t
     c.server_tls = tls.server_tls_from(get)
     c.endpoints_tls = tls.endpoints_tls_from(get, c.endpoints)
+    ca, cert, key = (flag for flag, _, _ in _BACKEND_FLAGS)
+    c.backend_tls = tls.client_tls_from(get, ca, cert, key)
     return c

@@ -69,7 +69,11 @@ async def serve(cfg: router_config.RouterConfig, stop: asyncio.Event | None = No
     )
     directory = Directory(client, cfg.namespace, metrics)
     proxy = Proxy(
-        directory, metrics, bounded_load=cfg.bounded_load, default_timeout=cfg.forward_timeout
+        directory,
+        metrics,
+        bounded_load=cfg.bounded_load,
+        default_timeout=cfg.forward_timeout,
+        backend_credentials=cfg.backend_tls.credentials() if cfg.backend_tls else None,
     )
     # grpc_health ships its asyncio servicer as health.aio, which has no type stubs.
     health_servicer = health.aio.HealthServicer()  # type: ignore[attr-defined]
@@ -123,6 +127,7 @@ async def serve(cfg: router_config.RouterConfig, stop: asyncio.Event | None = No
         metrics=cfg.metrics_addr or None,
         tls=tls.mode(cfg.server_tls),
         endpoints_tls=cfg.endpoints_tls is not None,
+        backend_tls=cfg.backend_tls is not None,
     )
 
     async def mark_ready() -> None:
