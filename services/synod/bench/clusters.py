@@ -128,11 +128,10 @@ class Stack:
         return [*self.members, *self.locks, *self.routers]
 
     def start(self, timeout: float = 90.0) -> Stack:
-        for m in self.members:
-            m.start()
-        self.wait_members(timeout)
-        for p in [*self.locks, *self.routers]:
+        # All at once: lock and router replicas wait for a consensus leader by themselves.
+        for p in self.procs:
             p.start()
+        self.wait_members(timeout)
         self._wait(lambda: all(_serving(p) for p in [*self.locks, *self.routers]), timeout,
                    "lock and router replicas to serve")  # fmt: skip
         return self

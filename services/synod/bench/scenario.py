@@ -24,7 +24,7 @@ class Scale:
 
     @staticmethod
     def quick() -> Scale:
-        return Scale(0.4, 0.2, 100, 15, 0.5, 1_000, 1)
+        return Scale(0.3, 0.1, 100, 15, 0.3, 1_000, 1)
 
 
 @dataclass
