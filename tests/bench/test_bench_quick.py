@@ -2,8 +2,9 @@
 
 A smoke test of the harness, not of performance: it checks that every figure
 is there and is a positive finite number, that the JSON carries the machine
-and the load, that both charts are PNGs, and that no process of the bench's
-stacks outlives it. Numbers are never compared with anything.
+and the load, that both charts are PNGs, that no process of the bench's
+stacks outlives it, and that --from-json redraws the same table. Numbers are
+never compared with anything.
 """
 
 from __future__ import annotations
@@ -64,3 +65,14 @@ def test_quick_bench_writes_every_figure_json_and_charts(tmp_path: Path) -> None
     table = (out / "table.md").read_text()
     assert "put throughput @64 in flight" in table and "Synod only" in table
     assert "put throughput @64 in flight" in p.stdout  # the terminal table
+
+    # The saved JSON redraws the same table (how docs/performance.md is refreshed).
+    again = tmp_path / "again"
+    r = subprocess.run(
+        [sys.executable, "-m", "synod", "bench", "--from-json", str(out / "bench.json"),
+         "--out", str(again)],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr[-4000:]
+    assert (again / "table.md").read_text() == table
+    assert (again / "latency.png").read_bytes()[:4] == b"\x89PNG"

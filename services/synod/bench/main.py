@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime as dt
+import json
 import shutil
 import sys
 import tempfile
@@ -13,7 +14,7 @@ from pathlib import Path
 
 from synod.bench import failover, kv, leases, locks, procstat, report, resources, router, watch
 from synod.bench.clusters import Stack, etcd_binary, etcd_stack, synod_stack
-from synod.bench.runner import Progress, plan, run_all
+from synod.bench.runner import Progress, Recorder, plan, run_all
 from synod.bench.scenario import Scale, Scenario
 
 # Resources before failover: restarting a killed member resets its peak RSS.
@@ -40,12 +41,32 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "(default 3, 1 with --quick)")
     p.add_argument("--scenario", action="append", default=[], metavar="SUBSTRING",
                    help="run only scenarios whose name contains this (repeatable)")
+    p.add_argument("--from-json", metavar="BENCH_JSON", default=None,
+                   help="measure nothing: redraw the table and charts of a saved bench.json")
     p.add_argument("--keep-data", action="store_true",
                    help="keep the members' data directories and logs (printed at the end)")
     # fmt: skip
 
 
+def _outputs(rec: Recorder, doc: dict[str, object], out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "table.md").write_text(report.markdown_table(rec) + "\n")
+    pngs = report.charts(rec, out)
+    print(report.terminal_table(rec))
+    print(f"\nloadavg before {doc.get('loadavg_before')}, after {doc.get('loadavg_after')}; "
+          f"{doc.get('seconds')} s")  # fmt: skip
+    print(f"wrote {out / 'bench.json'}, {out / 'table.md'}, " + ", ".join(map(str, pngs)))
+
+
 def run(args: argparse.Namespace) -> int:
+    if args.from_json:
+        doc = json.loads(Path(args.from_json).read_text())
+        out = Path(args.out)
+        if Path(args.from_json).resolve() != (out / "bench.json").resolve():
+            out.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(args.from_json, out / "bench.json")
+        _outputs(Recorder.from_json(doc), doc, out)
+        return 0
     systems = ["synod", "etcd"] if args.only == "both" else [args.only]
     if "etcd" in systems and etcd_binary() is None:
         print("synod bench: etcd is not installed (Debian package etcd-server; `make deps` "
@@ -101,11 +122,5 @@ def run(args: argparse.Namespace) -> int:
     meta["seconds"] = round(time.monotonic() - t0, 1)
     doc = report.to_json(rec, meta)
     report.write_json(out / "bench.json", doc)
-    table = report.terminal_table(rec)
-    (out / "table.md").write_text(report.markdown_table(rec) + "\n")
-    pngs = report.charts(rec, out)
-    print(table)
-    print(f"\nloadavg before {meta['loadavg_before']}, after {meta['loadavg_after']}; "
-          f"{meta['seconds']} s")  # fmt: skip
-    print(f"wrote {out / 'bench.json'}, {out / 'table.md'}, " + ", ".join(map(str, pngs)))
+    _outputs(rec, doc, out)
     return 0

@@ -106,6 +106,9 @@ def charts(rec: Recorder, out: Path) -> list[Path]:
     written = []
     systems = [s for s in ("synod", "etcd") if any(k[1] == s for k in rec.stats)]
 
+    from matplotlib.ticker import FuncFormatter, NullFormatter
+
+    plain = FuncFormatter(lambda v, _pos: f"{v:g}")
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for system in systems:
         xs, med, lo, hi = [], [], [], []
@@ -146,6 +149,8 @@ def charts(rec: Recorder, out: Path) -> list[Path]:
                 ys = [(i + 1) / len(lat) for i in range(len(lat))]
                 ax.plot(lat, ys, label=f"{system} (n={len(lat)})", color=COLORS[system])
         ax.set_xscale("log")
+        ax.xaxis.set_major_formatter(plain)  # 1, 10, 100 rather than 10^0 ...
+        ax.xaxis.set_minor_formatter(NullFormatter())
         ax.set_title(title)
         ax.set_xlabel("ms (log)")
         ax.set_ylabel("fraction ≤ x")

@@ -11,6 +11,7 @@ import statistics
 import sys
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 from synod.bench import procstat
 from synod.bench.clusters import Stack
@@ -46,6 +47,22 @@ class Recorder:
     stats: dict[tuple[str, str], Stats] = field(default_factory=dict)  # (figure, system)
     samples: dict[tuple[str, str], list[float]] = field(default_factory=dict)
     runs: list[dict[str, object]] = field(default_factory=list)
+
+    @staticmethod
+    def from_json(doc: dict[str, Any]) -> Recorder:
+        """The recorder a bench.json was written from (to redraw the table and charts)."""
+        rec = Recorder(runs=list(doc.get("runs", [])))
+        for f in doc["figures"]:
+            for system in ("synod", "etcd"):
+                if system in f:
+                    j = f[system]
+                    rec.stats[(f["key"], system)] = Stats(
+                        list(j["values"]), list(j["generator_cpu_cores"]), int(j["errors"])
+                    )
+        for name, lat in doc.get("latency_samples_ms", {}).items():
+            dist, _, system = name.rpartition("/")
+            rec.samples[(dist, system)] = list(lat)
+        return rec
 
     def add(self, scenario: Scenario, system: str, rep: int, r: Result) -> None:
         for key, v in r.values.items():
