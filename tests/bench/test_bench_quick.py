@@ -59,10 +59,10 @@ def test_quick_bench_writes_every_figure_json_and_charts(tmp_path: Path) -> None
     assert doc["latency_samples_ms"]["put_seq/synod"]
     assert {r["system"] for r in doc["runs"]} == {"synod"}
 
-    for name in ("throughput.png", "latency.png"):
+    for name in ("bench-throughput.png", "bench-latency.png"):
         png = (out / name).read_bytes()
         assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000, name
-    table = (out / "table.md").read_text()
+    table = (out / "bench-table.md").read_text()
     assert "put throughput @64 in flight" in table and "Synod only" in table
     assert "put throughput @64 in flight" in p.stdout  # the terminal table
 
@@ -74,5 +74,5 @@ def test_quick_bench_writes_every_figure_json_and_charts(tmp_path: Path) -> None
         capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert r.returncode == 0, r.stderr[-4000:]
-    assert (again / "table.md").read_text() == table
-    assert (again / "latency.png").read_bytes()[:4] == b"\x89PNG"
+    assert (again / "bench-table.md").read_text() == table
+    assert (again / "bench-latency.png").read_bytes()[:4] == b"\x89PNG"

@@ -35,7 +35,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quick", action="store_true",
                    help="tiny windows and counts: a smoke test of the suite, not numbers")
     p.add_argument("--out", default="bench-out",
-                   help="directory for bench.json, table.md, throughput.png, latency.png")
+                   help="directory for bench.json, bench-table.md and the bench-*.png charts")
     p.add_argument("--repeat", type=int, default=None,
                    help="measured repetitions per scenario after the warm-up "
                         "(default 3, 1 with --quick)")
@@ -50,22 +50,25 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def _outputs(rec: Recorder, doc: dict[str, object], out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
-    (out / "table.md").write_text(report.markdown_table(rec) + "\n")
+    (out / "bench-table.md").write_text(report.markdown_table(rec) + "\n")
     pngs = report.charts(rec, out)
     print(report.terminal_table(rec))
     print(f"\nloadavg before {doc.get('loadavg_before')}, after {doc.get('loadavg_after')}; "
           f"{doc.get('seconds')} s")  # fmt: skip
-    print(f"wrote {out / 'bench.json'}, {out / 'table.md'}, " + ", ".join(map(str, pngs)))
+    print(f"wrote {out / 'bench.json'}, {out / 'bench-table.md'}, " + ", ".join(map(str, pngs)))
 
 
 def run(args: argparse.Namespace) -> int:
     if args.from_json:
-        doc = json.loads(Path(args.from_json).read_text())
+        saved = json.loads(Path(args.from_json).read_text())
+        rec = Recorder.from_json(saved)
+        kept = {k: v for k, v in saved.items()
+                if k not in ("figures", "runs", "latency_samples_ms")}  # fmt: skip
         out = Path(args.out)
-        if Path(args.from_json).resolve() != (out / "bench.json").resolve():
-            out.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(args.from_json, out / "bench.json")
-        _outputs(Recorder.from_json(doc), doc, out)
+        out.mkdir(parents=True, exist_ok=True)
+        doc = report.to_json(rec, kept)  # written again in this version's form
+        report.write_json(out / "bench.json", doc)
+        _outputs(rec, doc, out)
         return 0
     systems = ["synod", "etcd"] if args.only == "both" else [args.only]
     if "etcd" in systems and etcd_binary() is None:

@@ -85,7 +85,9 @@ def to_json(rec: Recorder, meta: dict[str, object]) -> dict[str, object]:
             **per, "ratio_synod_over_etcd": r,
             "target": f.target_text or None, "target_met": f.meets(r) if r is not None else None,
         })  # fmt: skip
-    dists = {f"{name}/{system}": lat for (name, system), lat in rec.samples.items()}
+    # Microsecond resolution is plenty for a chart and keeps the file small.
+    dists = {f"{name}/{system}": [round(v, 3) for v in lat]
+             for (name, system), lat in rec.samples.items()}  # fmt: skip
     return {**meta, "figures": figures, "runs": rec.runs, "latency_samples_ms": dists}
 
 
@@ -97,7 +99,7 @@ COLORS = {"synod": "#1f77b4", "etcd": "#d62728"}
 
 
 def charts(rec: Recorder, out: Path) -> list[Path]:
-    """throughput.png (put ops/s vs in flight) and latency.png (latency distributions)."""
+    """bench-throughput.png (put ops/s vs in flight), bench-latency.png (latency CDFs)."""
     import matplotlib
 
     matplotlib.use("Agg")  # files only, no display
@@ -130,7 +132,7 @@ def charts(rec: Recorder, out: Path) -> list[Path]:
     ax.grid(True, alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    p = out / "throughput.png"
+    p = out / "bench-throughput.png"
     fig.savefig(p, dpi=110)
     plt.close(fig)
     written.append(p)
@@ -159,7 +161,7 @@ def charts(rec: Recorder, out: Path) -> list[Path]:
             ax.legend(fontsize=8)
     fig.suptitle("Latency distributions (CDF)")
     fig.tight_layout()
-    p = out / "latency.png"
+    p = out / "bench-latency.png"
     fig.savefig(p, dpi=110)
     plt.close(fig)
     written.append(p)
