@@ -45,6 +45,7 @@ def test_quick_bench_writes_every_figure_json_and_charts(tmp_path: Path) -> None
     assert not Path(data_dir.group(1)).exists(), "data directory left behind"
 
     doc = json.loads((out / "bench.json").read_text())
+    assert doc["failures"] == [], doc["failures"]
     assert doc["settings"]["systems"] == ["synod"]
     assert doc["machine"]["nproc"] >= 1 and doc["machine"]["python"]
     assert len(doc["loadavg_before"]) == 3 and len(doc["loadavg_after"]) == 3

@@ -55,6 +55,9 @@ def _outputs(rec: Recorder, doc: dict[str, object], out: Path) -> None:
     print(report.terminal_table(rec))
     print(f"\nloadavg before {doc.get('loadavg_before')}, after {doc.get('loadavg_after')}; "
           f"{doc.get('seconds')} s")  # fmt: skip
+    for f in doc.get("failures") or []:  # type: ignore[attr-defined]
+        print(f"FAILED: {f['scenario']} on {f['system']} (repetition {f['repetition']}): "
+              f"{f['error'][:300]}")  # fmt: skip
     print(f"wrote {out / 'bench.json'}, {out / 'bench-table.md'}, " + ", ".join(map(str, pngs)))
 
 
@@ -104,7 +107,13 @@ def run(args: argparse.Namespace) -> int:
             stacks[system] = make(data / system)
             stacks[system].start()
         progress = Progress(plan(scenarios, systems, scale, repeat))
-        rec = asyncio.run(run_all(scenarios, stacks, scale, repeat, progress))
+
+        def save_partial(rec: Recorder) -> None:
+            # A crash or Ctrl-C later still leaves what was measured so far.
+            partial = {**meta, "partial": True, "loadavg_after": procstat.loadavg()}
+            report.write_json(out / "bench.json", report.to_json(rec, partial))
+
+        rec = asyncio.run(run_all(scenarios, stacks, scale, repeat, progress, save_partial))
     except (RuntimeError, TimeoutError, OSError) as e:
         print(f"\nsynod bench: failed: {e}", file=sys.stderr)
         code = 1

@@ -88,7 +88,8 @@ def to_json(rec: Recorder, meta: dict[str, object]) -> dict[str, object]:
     # Microsecond resolution is plenty for a chart and keeps the file small.
     dists = {f"{name}/{system}": [round(v, 3) for v in lat]
              for (name, system), lat in rec.samples.items()}  # fmt: skip
-    return {**meta, "figures": figures, "runs": rec.runs, "latency_samples_ms": dists}
+    return {**meta, "figures": figures, "failures": rec.failures, "runs": rec.runs,
+            "latency_samples_ms": dists}  # fmt: skip
 
 
 def write_json(path: Path, doc: dict[str, object]) -> None:

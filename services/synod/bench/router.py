@@ -7,6 +7,8 @@ import asyncio
 import time
 from collections.abc import Awaitable
 
+import grpc
+
 from synod.bench.clusters import Stack
 from synod.bench.loadgen import CpuClock, channels, close_all, closed_loop
 from synod.bench.scenario import Result, Scale, Scenario
@@ -21,17 +23,22 @@ KEYS = [b"user/%d" % i for i in range(10_000)]
 
 async def _register(stubs: list[router_pb2_grpc.RouterStub]) -> None:
     # A long TTL instead of keepalives: the members must outlive the scenario, no more.
-    await asyncio.gather(
-        *(
-            stubs[0].Register(
-                router_pb2.RegisterRequest(
-                    ring=RING, id=f"be-{i}", address=f"127.0.0.1:{40000 + i}", ttl_seconds=3600
-                ),
-                timeout=10,
-            )
-            for i in range(BACKENDS)
+    async def one(i: int) -> None:
+        req = router_pb2.RegisterRequest(
+            ring=RING, id=f"be-{i}", address=f"127.0.0.1:{40000 + i}", ttl_seconds=3600
         )
-    )
+        for attempt in range(5):
+            try:
+                await stubs[attempt % len(stubs)].Register(req, timeout=10)
+                return
+            except grpc.aio.AioRpcError as e:
+                # Registering the same id again is harmless here; the router answers
+                # UNAVAILABLE when its own consensus call failed (seen: GOAWAY "too many pings").
+                if e.code() != grpc.StatusCode.UNAVAILABLE or attempt == 4:
+                    raise
+                await asyncio.sleep(0.2 * (attempt + 1))
+
+    await asyncio.gather(*(one(i) for i in range(BACKENDS)))
 
 
 async def lookup_rpc(stack: Stack, scale: Scale, warm: bool) -> Result:

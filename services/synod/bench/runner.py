@@ -7,15 +7,20 @@ so slow drifts of the shared machine's load land on both systems alike.
 
 from __future__ import annotations
 
+import asyncio
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from synod.bench import procstat
 from synod.bench.clusters import Stack
 from synod.bench.scenario import Result, Scale, Scenario
+
+#: a run that takes longer is recorded as failed (a hung call must not hang the bench)
+RUN_TIMEOUT_S = 300.0
 
 #: latency samples kept per (distribution, system) for the charts and the JSON
 SAMPLES_KEPT = 20_000
@@ -47,11 +52,12 @@ class Recorder:
     stats: dict[tuple[str, str], Stats] = field(default_factory=dict)  # (figure, system)
     samples: dict[tuple[str, str], list[float]] = field(default_factory=dict)
     runs: list[dict[str, object]] = field(default_factory=list)
+    failures: list[dict[str, object]] = field(default_factory=list)
 
     @staticmethod
     def from_json(doc: dict[str, Any]) -> Recorder:
         """The recorder a bench.json was written from (to redraw the table and charts)."""
-        rec = Recorder(runs=list(doc.get("runs", [])))
+        rec = Recorder(runs=list(doc.get("runs", [])), failures=list(doc.get("failures", [])))
         for f in doc["figures"]:
             for system in ("synod", "etcd"):
                 if system in f:
@@ -125,7 +131,9 @@ async def run_all(
     scale: Scale,
     repeat: int,
     progress: Progress,
+    after_scenario: Callable[[Recorder], None] | None = None,
 ) -> Recorder:
+    """Every scenario on every system; a run that raises is recorded in `failures`."""
     rec = Recorder()
     for sc in scenarios:
         systems = [s for s in stacks if s == "synod" or not sc.synod_only]
@@ -136,10 +144,18 @@ async def run_all(
             for system in order:
                 label = "warm-up" if i < warm else f"{i - warm + 1}/{reps}"
                 progress.show(f"{sc.name} · {system} · {label}")
-                result = await sc.run(stacks[system], scale, i < warm)
-                if i >= warm:
-                    rec.add(sc, system, i - warm, result)
+                try:
+                    async with asyncio.timeout(RUN_TIMEOUT_S):
+                        result = await sc.run(stacks[system], scale, i < warm)
+                except Exception as e:  # noqa: BLE001 - one failed run must not lose the rest
+                    failed = {"scenario": sc.name, "system": system, "repetition": i - warm}
+                    rec.failures.append({**failed, "error": repr(e)[:2000]})
+                else:
+                    if i >= warm:
+                        rec.add(sc, system, i - warm, result)
                 progress.step()
+        if after_scenario is not None:
+            after_scenario(rec)
     progress.show("done")
     progress.finish()
     return rec
