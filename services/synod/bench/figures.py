@@ -42,6 +42,8 @@ _ALL = [
     Figure("lease_grant_revoke", "lease grant+revoke @64", "pairs/s", True),
     Figure("lease_keepalive_cpu", "10k leases kept alive: CPU, busiest member", "% core", False),
     Figure("lease_keepalive_cpu_sum", "10k leases kept alive: CPU, all members", "% core", False),
+    # What the CPU above bought: 2,000/s are sent; fewer answered means the members fell behind.
+    Figure("lease_keepalive_acked", "10k leases kept alive: renewals answered", "per s", True),
     Figure("lock_cycles", "lock acquire+release, uncontended", "cycles/s", True, target=0.5),
     Figure("lock_handoff_p50", "lock handoff p50, 8 contenders", "ms", False),
     Figure("lock_handoff_p99", "lock handoff p99, 8 contenders", "ms", False),

@@ -122,6 +122,7 @@ async def keepalive_cost(stack: Stack, scale: Scale, warm: bool) -> Result:
         {
             "lease_keepalive_cpu": max(per_member.values()),
             "lease_keepalive_cpu_sum": sum(per_member.values()),
+            "lease_keepalive_acked": renewed,
         },
         gen_cpu,
         extra={"cpu_percent_per_member": per_member, "renewals_acked_per_s": renewed,
@@ -133,7 +134,7 @@ SCENARIOS = [
     Scenario("lease grant+revoke @64", ("lease_grant_revoke",), grant_revoke),
     Scenario(
         "lease keep-alive cost",
-        ("lease_keepalive_cpu", "lease_keepalive_cpu_sum"),
+        ("lease_keepalive_cpu", "lease_keepalive_cpu_sum", "lease_keepalive_acked"),
         keepalive_cost,
         warmup=False,
     ),
