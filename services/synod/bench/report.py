@@ -8,6 +8,9 @@ from pathlib import Path
 from synod.bench.figures import FIGURES, INFLIGHTS, Figure
 from synod.bench.runner import Recorder, Stats
 
+#: points kept per latency distribution in bench.json
+SKETCH_POINTS = 2000
+
 
 def _num(v: float) -> str:
     if v >= 1000:
@@ -85,11 +88,21 @@ def to_json(rec: Recorder, meta: dict[str, object]) -> dict[str, object]:
             **per, "ratio_synod_over_etcd": r,
             "target": f.target_text or None, "target_met": f.meets(r) if r is not None else None,
         })  # fmt: skip
-    # Microsecond resolution is plenty for a chart and keeps the file small.
-    dists = {f"{name}/{system}": [round(v, 3) for v in lat]
-             for (name, system), lat in rec.samples.items()}  # fmt: skip
+    dists = {f"{n}/{system}": quantile_sketch(lat) for (n, system), lat in rec.samples.items()}
     return {**meta, "figures": figures, "failures": rec.failures, "runs": rec.runs,
             "latency_samples_ms": dists}  # fmt: skip
+
+
+def quantile_sketch(values: list[float], points: int = SKETCH_POINTS) -> list[float]:
+    """At most `points` of the sorted values, evenly spaced by rank, in µs resolution.
+
+    Keeps the distribution (every quantile to within 1/points) at a fraction of
+    the size: bench.json is committed under docs/.
+    """
+    s = sorted(values)
+    if len(s) > points:
+        s = [s[round(i * (len(s) - 1) / (points - 1))] for i in range(points)]
+    return [round(v, 3) for v in s]
 
 
 def write_json(path: Path, doc: dict[str, object]) -> None:
@@ -150,7 +163,7 @@ def charts(rec: Recorder, out: Path) -> list[Path]:
             lat = sorted(rec.samples.get((name, system), []))
             if lat:
                 ys = [(i + 1) / len(lat) for i in range(len(lat))]
-                ax.plot(lat, ys, label=f"{system} (n={len(lat)})", color=COLORS[system])
+                ax.plot(lat, ys, label=system, color=COLORS[system])
         ax.set_xscale("log")
         ax.xaxis.set_major_formatter(plain)  # 1, 10, 100 rather than 10^0 ...
         ax.xaxis.set_minor_formatter(NullFormatter())
