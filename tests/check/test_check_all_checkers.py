@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from synod.check.checkers import CheckParams, WatchEvent, WatchLog, check_all, render_summary
 from synod.check.history import FaultEvent, History, Op, Outcome
 from synod.check.linearizability import Budget
@@ -68,6 +70,8 @@ def test_clean_run_is_valid_and_table_lists_every_checker() -> None:
     assert "faults: 3 (heal 1, kill 1, restart 1)" in text
     register_row = next(line for line in text.splitlines() if line.startswith("register"))
     assert register_row.split() == ["register", "4", "3", "1", "0"]
+    record = json.loads(json.dumps(report.to_record()))
+    assert record["verdict"] == "valid" and record["ops"]["set"] == {"ok": 2, "info": 1}
 
 
 def test_violation_makes_the_run_invalid_and_is_explained() -> None:

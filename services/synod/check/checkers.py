@@ -17,7 +17,8 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from typing import Any
 
 from synod.check.history import History
 from synod.check.linearizability import Budget, KeyVerdict, check_registers
@@ -69,6 +70,17 @@ class Report:
 
     def result(self, checker: str) -> CheckResult | None:
         return next((r for r in self.results if r.checker == checker), None)
+
+    def to_record(self) -> dict[str, Any]:
+        """The report as plain JSON-able data, for the results folder."""
+        return {
+            "seed": self.seed,
+            "verdict": self.verdict,
+            "ops": {workload: dict(outcomes) for workload, outcomes in self.ops.items()},
+            "faults": dict(self.faults),
+            "results": [asdict(r) for r in self.results],
+            "not_run": list(self.not_run),
+        }
 
 
 def check_all(

@@ -38,11 +38,12 @@ How the search works (the algorithm Knossos and Porcupine implement):
 - **Budget.** A search explores at most ``Budget.max_states`` (set, state)
   pairs and runs at most ``Budget.time_limit`` seconds per key; past either it
   stops and the key's verdict is ``unknown``, which is not a pass.
-- **Explanation.** On failure the checker reports the deepest partial
-  linearization it reached (the longest linearizable prefix), the model state
-  after it, the ``ok`` op that had to take effect next (its completion had come)
-  and could not, and the other ops that could have gone there, with whether
-  the model allowed each.
+- **Explanation.** On failure the checker reports the dead end that explains
+  the history furthest in time (the op it got stuck on completes last) and,
+  among those, the longest linearizable prefix: the ops of that prefix in
+  order with the state after each, the ``ok`` op that had to take effect next
+  (its completion had come) and could not, and the other ops that could have
+  gone there, with whether the model allowed each.
 """
 
 from __future__ import annotations
@@ -127,13 +128,16 @@ class KeyVerdict:
             lines.append(f"    {_op_line(model, step.op)}  => {step.state_after!r}")
         lines.append(f"  state after it: {self.state!r}")
         if self.stuck is not None:
+            own = next((c.legal for c in self.candidates if c.op is self.stuck), False)
+            lines.append(f"  cannot place: {_op_line(model, self.stuck)}")
             lines.append(
-                f"  cannot place: {_op_line(model, self.stuck)} — it must take effect "
-                f"by {self.stuck.complete:.6f}, and no op that may go next leads on:"
+                f"    it must take effect by {self.stuck.complete:.6f}; in this state it is "
+                + ("allowed, but every order from there is stuck" if own else "illegal")
             )
-        for cand in self.candidates:
-            if cand.op is self.stuck:
-                continue
+        others = [c for c in self.candidates if c.op is not self.stuck]
+        if others:
+            lines.append("  the other ops that could go next:")
+        for cand in others:
             why = "allowed, but every order from there is stuck" if cand.legal else "illegal here"
             lines.append(f"    {_op_line(model, cand.op)}: {why}")
         return "\n".join(lines)
@@ -252,7 +256,7 @@ class _Search:
         self.seen: set[tuple[int, Hashable]] = set()
         self.reason = ""
         # the deepest dead end, for the explanation
-        self.best_depth = -1
+        self.best_rank: tuple[float, int] | None = None
         self.best_prefix: list[tuple[int, Any]] = []
         self.best_state: Any = None
         self.best_stuck = -1
@@ -331,12 +335,15 @@ class _Search:
         return "invalid"
 
     def _note_dead_end(self, stack: list[list[Any]]) -> None:
-        depth = len(stack) - 1
-        if depth <= self.best_depth:
-            return
+        # The most telling dead end explains the history furthest in time (its
+        # stuck op completes last), and among those, with the longest prefix.
         frame = stack[-1]
-        self.best_depth = depth
+        stuck = self.ok_by_complete[frame[2]]
+        rank = (self.ops[stuck].complete, len(stack) - 1)
+        if self.best_rank is not None and rank <= self.best_rank:
+            return
+        self.best_rank = rank
         self.best_prefix = [(f[6], f[1]) for f in stack[1:]]
         self.best_state = frame[1]
-        self.best_stuck = self.ok_by_complete[frame[2]]
+        self.best_stuck = stuck
         self.best_candidates = [(i, self.transitions[i](frame[1]) is not ILLEGAL) for i in frame[4]]
