@@ -53,3 +53,10 @@ def test_faults_not_ending_in_a_heal_is_unknown() -> None:
     r = check_liveness(h, bound=3.0)
     assert r.verdict == "unknown" and "kill of n2" in r.problems[0]
     assert check_liveness(h, bound=3.0, heal_kinds={"heal", "kill"}).verdict == "valid"
+
+
+def test_final_heal_is_the_last_healing_event() -> None:
+    faults = [*FAULTS, FaultEvent(6, "heal-all"), FaultEvent(6.5, "restart", ("n2",))]
+    h = History(seed=1, ops=[o("register", 4, 7)], faults=faults)
+    r = check_liveness(h, bound=3.0)
+    assert r.verdict == "valid" and r.counts["register_ms"] == 500

@@ -1,10 +1,11 @@
 """The liveness check: once the faults are over, every workload makes progress
 again within a stated bound.
 
-The **final heal** is the last fault event (by ``at``); it must be of a healing
-kind (``heal`` by default: the harness records one when it has healed
-everything), otherwise the check is ``unknown``. With no faults at all, the
-first op's invocation stands in for it.
+The **final heal** is the last fault event (by ``at``); it must be of a kind
+that ends a fault (by default ``heal-all``, which the harness records once it
+has healed everything, and ``heal``, ``restart``, ``resume``, ``member-add``,
+which may trail it), otherwise the check is ``unknown``: the run ended inside
+a fault. With no faults at all, the first op's invocation stands in for it.
 
 For each workload, its **recovery time** is from the final heal to the first
 ``ok`` op that completed after it (an op invoked before the heal and served
@@ -21,7 +22,7 @@ from collections.abc import Iterable
 from synod.check.history import History
 from synod.check.verdict import CheckResult, Verdict, combine
 
-DEFAULT_HEAL_KINDS = frozenset({"heal"})
+DEFAULT_HEAL_KINDS = frozenset({"heal-all", "heal", "restart", "resume", "member-add"})
 
 
 def check_liveness(
