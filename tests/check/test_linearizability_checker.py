@@ -249,10 +249,13 @@ def _plain_backtracking(ops: list[Op]) -> bool:
     return place(live, model.initial())
 
 
-def test_search_agrees_with_plain_backtracking_on_small_histories() -> None:
+@pytest.mark.parametrize(("n_ops", "processes", "info_rate"), [(7, 3, 0.3), (9, 4, 0.5)])
+def test_search_agrees_with_plain_backtracking_on_small_histories(
+    n_ops: int, processes: int, info_rate: float
+) -> None:
     agreed = {True: 0, False: 0}
     for seed in range(SEEDS * 5):
-        ops = simulate(seed, n_ops=7, processes=3, info_rate=0.3, unique_values=False)
+        ops = simulate(seed, n_ops, processes, info_rate, unique_values=False)
         rng = random.Random(seed)
         reads = [i for i, o in enumerate(ops) if o.f == "read" and o.outcome == "ok"]
         if reads and rng.random() < 0.6:  # often not linearizable any more
