@@ -45,9 +45,9 @@ How the search works (the algorithm Knossos and Porcupine implement):
 - **Candidate order** (a speed heuristic only, every candidate is still tried):
   ``ok`` ops in invocation order, then ``info`` ops, so an ``info`` op is only
   put in where the ops that must happen cannot explain the history alone.
-- **Budget.** A search explores at most ``Budget.max_states`` (set, state)
-  pairs and runs at most ``Budget.time_limit`` seconds per key; past either it
-  stops and the key's verdict is ``unknown``, which is not a pass.
+- **Budget.** A search explores at most ``Budget.max_states`` nodes and runs
+  at most ``Budget.time_limit`` seconds per key; past either it stops and the
+  key's verdict is ``unknown``, which is not a pass.
 - **Explanation.** On failure the checker reports the dead end that explains
   the history furthest in time (the op it got stuck on completes last) and,
   among those, the longest linearizable prefix: the ops of that prefix in
@@ -79,7 +79,7 @@ _PREFIX_SHOWN = 12
 class Budget:
     """Limits of one key's search; past either, the key's verdict is ``unknown``."""
 
-    max_states: int = 500_000  # memoized (set, state) pairs, ~150 bytes each
+    max_states: int = 500_000  # memo entries made (nodes explored), ~150 bytes each
     time_limit: float | None = 10.0  # seconds, or None for no time limit
 
 
@@ -114,7 +114,7 @@ class KeyVerdict:
     ops: int  # ops searched (after dropping fail and droppable info ops)
     info_ops: int  # of which info
     dropped: int  # fail ops plus info ops that could not matter
-    states: int  # (set, state) pairs explored
+    states: int  # nodes explored (memo entries made)
     elapsed: float  # seconds
     prefix: list[Step] = field(default_factory=list)
     state: Any = None
@@ -198,13 +198,12 @@ def check_registers(
     per_key = [
         check_key(key, ops, model, budget) for key, ops in sorted(history.by_key(workload).items())
     ]
-    all_ops = [op for op in history.of(workload)]
     result = CheckResult(
         checker="linearizability",
         verdict=combine(kv.verdict for kv in per_key),
         counts={
             "keys": len(per_key),
-            "ops": len(all_ops),
+            "ops": sum(1 for _ in history.of(workload)),
             "keys_invalid": sum(kv.verdict == "invalid" for kv in per_key),
             "keys_unknown": sum(kv.verdict == "unknown" for kv in per_key),
             "states": sum(kv.states for kv in per_key),
