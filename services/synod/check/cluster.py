@@ -19,6 +19,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import grpc
@@ -255,12 +256,12 @@ class ChaosCluster:
         for r in [*self.locks, *self.routers]:
             self.start_replica(r)
         for r in [*self.locks, *self.routers]:
-            wait_until(f"{r.name} to serve", lambda r=r: serving(r.endpoint), timeout)
+            wait_until(f"{r.name} to serve", partial(serving, r.endpoint), timeout)
 
     def wait_members(self, timeout: float) -> None:
         for m in self.members:
             if not m.removed:
-                wait_until(f"{m.name} to serve", lambda m=m: serving(m.endpoint), timeout)
+                wait_until(f"{m.name} to serve", partial(serving, m.endpoint), timeout)
         self.leader(timeout)
 
     def stop(self) -> None:
