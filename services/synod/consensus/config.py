@@ -83,6 +83,8 @@ class MemberConfig:
     max_request_bytes: int = int(1.5 * MIB)
     metrics_addr: str = ""
     unsafe_no_fsync: bool = False
+    #: test-only broken mode: linearizable reads served from local state, no ReadIndex
+    unsafe_local_reads: bool = False
 
     @property
     def election_ticks(self) -> int:
@@ -128,6 +130,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="skip fsync: fast, and loses acknowledged writes on power loss; tests only "
         "[env SYNOD_UNSAFE_NO_FSYNC]",
     )
+    # Deliberately broken, for showing that `synod check` catches stale reads:
+    # hidden from --help so nobody turns it on by browsing the flags.
+    p.add_argument(
+        "--unsafe-local-reads", action="store_const", const="true", default=None,
+        help=argparse.SUPPRESS,
+    )  # fmt: skip
 
 
 def _int(value: str, flag: str, minimum: int = 1) -> int:
@@ -189,6 +197,8 @@ def from_args(args: argparse.Namespace, environ: Mapping[str, str] | None = None
         parse_url(c.metrics_addr, "--metrics-addr")
     v = get("--unsafe-no-fsync")
     c.unsafe_no_fsync = v is not None and v.lower() in ("1", "true", "yes", "on")
+    v = get("--unsafe-local-reads")
+    c.unsafe_local_reads = v is not None and v.lower() in ("1", "true", "yes", "on")
     if c.name not in c.initial_cluster:
         raise ConfigError(
             f"--initial-cluster does not name this member ({c.name!r}); "
