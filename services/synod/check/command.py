@@ -36,6 +36,22 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="run the register, set and watch workloads against these etcd v3 endpoints "
         "(host:port,...) instead of a cluster of ours; no nemesis",
     )
+    p.add_argument(
+        "--register-workers", type=int, default=4, help="concurrent register clients (default 4)"
+    )
+    p.add_argument(
+        "--read-ratio",
+        type=float,
+        default=0.4,
+        help="share of register operations that are reads; the rest are half writes, "
+        "half CAS (default 0.4)",
+    )
+    p.add_argument(
+        "--fault-hold",
+        default="1.5,3.0",
+        metavar="MIN,MAX",
+        help="seconds each fault lasts, drawn from [MIN, MAX] (default 1.5,3.0)",
+    )
     p.add_argument("--recovery", type=float, default=6.0, help="seconds of work after healing")
     p.add_argument("--keep-data", action="store_true", help="keep the members' data folders")
     # Test-only: members serve linearizable reads locally (no ReadIndex), to show
@@ -59,6 +75,11 @@ def main(args: argparse.Namespace) -> int:
     endpoints = None
     if args.endpoints:
         endpoints = [e.strip() for e in args.endpoints.split(",") if e.strip()]
+    try:
+        lo, hi = (float(x) for x in args.fault_hold.split(","))
+    except ValueError:
+        sys.stderr.write(f"synod check: --fault-hold: {args.fault_hold!r} is not MIN,MAX\n")
+        return 2
     cfg = RunConfig(
         seed=seed,
         duration=args.duration,
@@ -70,6 +91,9 @@ def main(args: argparse.Namespace) -> int:
         endpoints=endpoints,
         unsafe_local_reads=args.unsafe_local_reads,
         recovery=args.recovery,
+        register_workers=args.register_workers,
+        read_ratio=args.read_ratio,
+        fault_hold=(lo, hi),
         keep_data=args.keep_data,
     )
     return run(cfg)

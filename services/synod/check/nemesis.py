@@ -225,7 +225,7 @@ class Nemesis:
 
     def _restart(self, m: Member) -> None:
         self.cluster.start_member(m, state="existing" if m.generation else "new")
-        self.record("restart", [m.name])
+        self.record("restart", [m.name], fault="restart")
 
     # --- the end -------------------------------------------------------------------
 

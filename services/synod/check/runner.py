@@ -76,6 +76,8 @@ class RunConfig:
     #: the liveness bound: ok operations must resume within this after healing
     liveness: float = 20.0
     register_workers: int = 4
+    #: share of register operations that are reads (the rest: half writes, half CAS)
+    read_ratio: float = 0.4
     fault_gap: tuple[float, float] = (1.0, 2.5)
     fault_hold: tuple[float, float] = (1.5, 3.0)
     keep_data: bool = False
@@ -195,8 +197,9 @@ async def _drive(
         await watch.start()
     if "register" in cfg.workloads:
         register = RegisterWorkload(
-            recorder, channels, f"{prefix}/reg", rng, workers=cfg.register_workers
-        )
+            recorder, channels, f"{prefix}/reg", rng, workers=cfg.register_workers,
+            read_ratio=cfg.read_ratio,
+        )  # fmt: skip
         tasks.append(asyncio.create_task(register.run(stop)))
     if "set" in cfg.workloads:
         set_ = SetWorkload(recorder, channels, f"{prefix}/set")

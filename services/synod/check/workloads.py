@@ -15,9 +15,9 @@ How an error becomes an outcome:
   sending: "failed to connect"), or the server rejected the request as invalid;
 - a Txn whose compare failed is ``fail``, with no error.
 
-Process *p* is bound to member ``p mod n``, as a Jepsen client is bound to a
+Worker *i* is bound to member ``i mod n``, as a Jepsen client is bound to a
 node, so every member, leader or follower, serves some clients; a retired
-process's successor talks to the next member.
+process's successor (a new process id) stays on its worker's member.
 """
 
 from __future__ import annotations
@@ -26,8 +26,9 @@ import asyncio
 import contextlib
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import grpc
@@ -116,11 +117,9 @@ class Channels:
         self.endpoints = list(endpoints)
         self._channels = [grpc.aio.insecure_channel(e) for e in self.endpoints]
 
-    def kv(self, process: int) -> rpc_pb2_grpc.KVStub:
-        return rpc_pb2_grpc.KVStub(self._channels[process % len(self._channels)])
-
-    def endpoint(self, process: int) -> str:
-        return self.endpoints[process % len(self.endpoints)]
+    def kv(self, node: int) -> rpc_pb2_grpc.KVStub:
+        """A stub for member ``node mod n``."""
+        return rpc_pb2_grpc.KVStub(self._channels[node % len(self._channels)])
 
     async def close(self) -> None:
         for ch in self._channels:
@@ -171,6 +170,7 @@ class RegisterWorkload:
         timeout: float = 2.0,
         per_key: int = 200,
         values: int = 5,
+        read_ratio: float = 0.4,
     ):
         self.rec = recorder
         self.ch = channels
@@ -178,34 +178,35 @@ class RegisterWorkload:
         self.workers = workers
         self.timeout = timeout
         self.values = values
+        self.read_ratio = read_ratio
         self.keys = KeyPool(prefix, per_key=per_key)
 
     async def run(self, stop: asyncio.Event) -> None:
-        await asyncio.gather(*(self._worker(stop) for _ in range(self.workers)))
+        await asyncio.gather(*(self._worker(i, stop) for i in range(self.workers)))
 
-    async def _worker(self, stop: asyncio.Event) -> None:
+    async def _worker(self, node: int, stop: asyncio.Event) -> None:
         process = self.rec.new_process()
+        write_share = (1 - self.read_ratio) / 2
         while not stop.is_set():
             key = self.keys.pick(self.rng)
             r = self.rng.random()
-            if r < 0.4:
-                op = await self.read(process, key)
-            elif r < 0.7:
-                op = await self.write(process, key, self.rng.randrange(self.values))
+            if r < self.read_ratio:
+                op = await self.read(process, node, key)
+            elif r < self.read_ratio + write_share:
+                op = await self.write(process, node, key, self.rng.randrange(self.values))
             else:
-                op = await self.cas(
-                    process, key, self.rng.randrange(self.values), self.rng.randrange(self.values)
-                )
+                a, b = self.rng.randrange(self.values), self.rng.randrange(self.values)
+                op = await self.cas(process, node, key, a, b)
             if op.outcome == "info":
                 process = self.rec.new_process()
             elif op.outcome == "fail" and op.error:
                 await asyncio.sleep(0.05)  # an unreachable member: do not spin on it
 
-    async def read(self, process: int, key: str, timeout: float | None = None) -> Op:
+    async def read(self, process: int, node: int, key: str) -> Op:
         t0 = time.monotonic()
         try:
-            resp = await self.ch.kv(process).Range(
-                rpc_pb2.RangeRequest(key=key.encode()), timeout=timeout or self.timeout
+            resp = await self.ch.kv(node).Range(
+                rpc_pb2.RangeRequest(key=key.encode()), timeout=self.timeout
             )
         except grpc.aio.AioRpcError as e:
             return self.rec.record(
@@ -214,10 +215,10 @@ class RegisterWorkload:
         value = int(resp.kvs[0].value) if resp.kvs else None
         return self.rec.record(process, self.name, "read", key, None, t0, "ok", value)
 
-    async def write(self, process: int, key: str, value: int) -> Op:
+    async def write(self, process: int, node: int, key: str, value: int) -> Op:
         t0 = time.monotonic()
         try:
-            await self.ch.kv(process).Put(
+            await self.ch.kv(node).Put(
                 rpc_pb2.PutRequest(key=key.encode(), value=str(value).encode()),
                 timeout=self.timeout,
             )
@@ -227,7 +228,7 @@ class RegisterWorkload:
             )
         return self.rec.record(process, self.name, "write", key, value, t0, "ok")
 
-    async def cas(self, process: int, key: str, expected: int, new: int) -> Op:
+    async def cas(self, process: int, node: int, key: str, expected: int, new: int) -> Op:
         t0 = time.monotonic()
         k = key.encode()
         txn = rpc_pb2.TxnRequest(
@@ -244,7 +245,7 @@ class RegisterWorkload:
             ],
         )
         try:
-            resp = await self.ch.kv(process).Txn(txn, timeout=self.timeout)
+            resp = await self.ch.kv(node).Txn(txn, timeout=self.timeout)
         except grpc.aio.AioRpcError as e:
             return self.rec.record(
                 process, self.name, "cas", key, [expected, new], t0, write_outcome(e),
@@ -256,14 +257,20 @@ class RegisterWorkload:
     async def final_reads(self, deadline: float) -> None:
         """One ok read of every key used, after healing (retrying until one succeeds)."""
         for key in self.keys.used():
-            await _until_ok(lambda key=key: self.read(self.rec.new_process(), key), deadline)
+            await _until_ok(partial(self._final_read, key), deadline)
+
+    async def _final_read(self, key: str, attempt: int) -> Op:
+        return await self.read(self.rec.new_process(), attempt, key)
 
 
-async def _until_ok(attempt: Any, deadline: float) -> Op | None:
+async def _until_ok(attempt: Callable[[int], Awaitable[Op]], deadline: float) -> Op | None:
+    """Call ``attempt(n)`` (n = 0, 1, ...: each on the next member) until one is ok."""
+    n = 0
     while time.monotonic() < deadline:
-        op: Op = await attempt()
+        op = await attempt(n)
         if op.outcome == "ok":
             return op
+        n += 1
         await asyncio.sleep(0.2)
     return None
 
@@ -293,9 +300,9 @@ class SetWorkload:
         self._next = 0
 
     async def run(self, stop: asyncio.Event) -> None:
-        await asyncio.gather(*(self._worker(stop) for _ in range(self.workers)))
+        await asyncio.gather(*(self._worker(i, stop) for i in range(self.workers)))
 
-    async def _worker(self, stop: asyncio.Event) -> None:
+    async def _worker(self, node: int, stop: asyncio.Event) -> None:
         process = self.rec.new_process()
         while not stop.is_set():
             element = self._next
@@ -303,7 +310,7 @@ class SetWorkload:
             t0 = time.monotonic()
             key = f"{self.prefix}/e{element:08d}".encode()
             try:
-                await self.ch.kv(process).Put(rpc_pb2.PutRequest(key=key), timeout=self.timeout)
+                await self.ch.kv(node).Put(rpc_pb2.PutRequest(key=key), timeout=self.timeout)
             except grpc.aio.AioRpcError as e:
                 op = self.rec.record(
                     process, self.name, "add", "set", element, t0, write_outcome(e),
@@ -316,12 +323,12 @@ class SetWorkload:
                 continue
             self.rec.record(process, self.name, "add", "set", element, t0, "ok")
 
-    async def read(self, process: int) -> Op:
+    async def read(self, process: int, node: int) -> Op:
         t0 = time.monotonic()
         start = f"{self.prefix}/".encode()
         end = f"{self.prefix}0".encode()  # '0' follows '/': the prefix's range end
         try:
-            resp = await self.ch.kv(process).Range(
+            resp = await self.ch.kv(node).Range(
                 rpc_pb2.RangeRequest(key=start, range_end=end, keys_only=True),
                 timeout=self.timeout * 5,
             )
@@ -333,7 +340,7 @@ class SetWorkload:
         return self.rec.record(process, self.name, "read", "set", None, t0, "ok", elements)
 
     async def final_reads(self, deadline: float) -> None:
-        await _until_ok(lambda: self.read(self.rec.new_process()), deadline)
+        await _until_ok(lambda n: self.read(self.rec.new_process(), n), deadline)
 
 
 # --- watches ---------------------------------------------------------------------
