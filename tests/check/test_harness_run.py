@@ -30,7 +30,7 @@ def test_short_run_under_kills_partitions_and_pauses_passes(tmp_path: Path) -> N
     need_netns()
     seed = _seed()
     run = synod_check(
-        tmp_path / "results", "--seed", str(seed), "--duration", "40",
+        tmp_path / "results", "--seed", str(seed), "--duration", "30", "--recovery", "4",
         "--workload", "register,mutex", "--faults", "kill,partition,pause",
     )  # fmt: skip
     assert f"synod check: seed {seed}" in run.output
