@@ -1,11 +1,12 @@
-"""The processes of a checking run: consensus members (each in its network namespace),
-lock-service replicas and router replicas, with the nemesis's levers on them.
+"""The processes of a checking run: consensus members (each in its network namespace,
+or on its own loopback address behind a proxy: see network.py), lock-service replicas
+and router replicas, with the nemesis's levers on them.
 
-Members listen on their own bridge address (client port 2379; peer port 2380,
-one more per re-add, because a member's id derives from its peer URL and a
+Members listen on their own address (client port 2379; peer port 2380, one
+more per re-add, because a member's id derives from its peer URL and a
 removed id never comes back). Lock and router replicas are ordinary processes
-in the root namespace on free loopback ports; they reach the members over the
-bridge, like the harness's clients.
+in the root namespace on free loopback ports; they reach the members directly
+(over the bridge), like the harness's clients.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ import grpc
 import structlog
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from synod.check.netns import NetnsNetwork
+from synod.check.network import Network
 from synod.etcd.etcdserverpb import rpc_pb2, rpc_pb2_grpc
 
 log = structlog.get_logger("synod.check.cluster")
@@ -59,13 +60,13 @@ class Proc:
     def alive(self) -> bool:
         return self.popen is not None and self.popen.poll() is None
 
-    def start(self, argv: list[str]) -> None:
+    def start(self, argv: list[str], env: dict[str, str] | None = None) -> None:
         with self.log_path.open("ab") as out:
             self.popen = subprocess.Popen(
                 argv,
                 stdout=out,
                 stderr=subprocess.STDOUT,
-                env=dict(os.environ, PYTHONUNBUFFERED="1"),
+                env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
                 start_new_session=True,  # a Ctrl-C of the harness is the harness's to handle
             )
         self.paused = False
@@ -156,7 +157,7 @@ class ChaosCluster:
 
     def __init__(
         self,
-        net: NetnsNetwork,
+        net: Network,
         workdir: Path,
         *,
         lock_replicas: int = 2,
@@ -238,7 +239,7 @@ class ChaosCluster:
 
     def start_member(self, m: Member, state: str = "new") -> None:
         m.data_dir.parent.mkdir(parents=True, exist_ok=True)
-        m.start(self.member_argv(m, state))
+        m.start(self.member_argv(m, state), self.net.member_env(m.name))
 
     def start_replica(self, r: Replica) -> None:
         endpoints = ",".join(self.endpoints)

@@ -53,6 +53,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="seconds each fault lasts, drawn from [MIN, MAX] (default 1.5,3.0)",
     )
     p.add_argument("--recovery", type=float, default=6.0, help="seconds of work after healing")
+    p.add_argument(
+        "--network",
+        default="auto",
+        choices=["auto", "netns", "proxy"],
+        help="netns: a network namespace per member (root); proxy: loopback addresses and a "
+        "fault-injecting proxy; auto: netns when possible (default)",
+    )
     p.add_argument("--keep-data", action="store_true", help="keep the members' data folders")
     # Test-only: members serve linearizable reads locally (no ReadIndex), to show
     # that the checkers catch stale reads. Hidden from --help on purpose.
@@ -95,5 +102,6 @@ def main(args: argparse.Namespace) -> int:
         read_ratio=args.read_ratio,
         fault_hold=(lo, hi),
         keep_data=args.keep_data,
+        network=args.network,
     )
     return run(cfg)

@@ -101,6 +101,9 @@ class NetnsNetwork:
     def exec_prefix(self, member: str) -> list[str]:
         return ["ip", "netns", "exec", self.namespace(member)]
 
+    def member_env(self, member: str) -> dict[str, str]:
+        return {}
+
     def _state_file(self) -> Path:
         return STATE_DIR / f"{self.run_id}.json"
 

@@ -39,6 +39,8 @@ from synod.check.cluster import ChaosCluster
 from synod.check.history import History
 from synod.check.nemesis import Fault, Nemesis, make_schedule
 from synod.check.netns import NetnsNetwork, sweep_stale, unavailable_reason
+from synod.check.network import Network
+from synod.check.proxy import ProxyNetwork
 from synod.check.resource import FencedResource
 from synod.check.workloads import (
     Channels,
@@ -81,6 +83,8 @@ class RunConfig:
     fault_gap: tuple[float, float] = (1.0, 2.5)
     fault_hold: tuple[float, float] = (1.5, 3.0)
     keep_data: bool = False
+    #: auto (namespaces if possible, else the proxy), netns or proxy
+    network: str = "auto"
 
 
 class Interrupted(Exception):
@@ -118,7 +122,7 @@ def run(cfg: RunConfig) -> int:
     extra: dict[str, Any] = {}
     previous = signal.signal(signal.SIGTERM, _on_sigterm)
     workdir = Path(tempfile.mkdtemp(prefix="synod-check-"))
-    net: NetnsNetwork | None = None
+    net: Network | None = None
     cluster: ChaosCluster | None = None
     try:
         if external:
@@ -128,15 +132,9 @@ def run(cfg: RunConfig) -> int:
             swept = sweep_stale()
             if swept:
                 print(f"synod check: removed namespaces left by dead runs {swept}")
-            reason = unavailable_reason()
-            if reason is not None:
-                print(
-                    f"synod check: network namespaces unavailable: {reason}; "
-                    "cannot start the cluster (see docs/reliability.md)",
-                    file=sys.stderr,
-                )
+            net = _network(cfg.network, names)
+            if net is None:
                 return 2
-            net = NetnsNetwork(names)
             net.setup()
             member_args = ["--unsafe-local-reads"] if cfg.unsafe_local_reads else []
             cluster = ChaosCluster(
@@ -168,6 +166,26 @@ def run(cfg: RunConfig) -> int:
         if not cfg.keep_data:
             shutil.rmtree(workdir, ignore_errors=True)
     return _finish(cfg, history, watch_logs, extra)
+
+
+def _network(kind: str, names: list[str]) -> Network | None:
+    """The network the members run on: namespaces, or the proxy fallback (see network.py)."""
+    if kind == "proxy":
+        print("synod check: network: loopback addresses + fault-injecting proxy (--network proxy)")
+        return ProxyNetwork(names)
+    reason = unavailable_reason()
+    if reason is None:
+        print("synod check: network: a namespace per member on a bridge, nft partitions")
+        return NetnsNetwork(names)
+    if kind == "netns":
+        print(f"synod check: network namespaces unavailable: {reason}", file=sys.stderr)
+        return None
+    print(
+        f"synod check: network namespaces unavailable ({reason}); falling back to loopback "
+        "addresses and a fault-injecting proxy between members (docs/reliability.md)",
+        flush=True,
+    )
+    return ProxyNetwork(names)
 
 
 def _keep_logs(workdir: Path, results: Path) -> None:
