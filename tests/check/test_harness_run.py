@@ -7,6 +7,7 @@ as each other. Each prints the seed that replays it.
 
 from __future__ import annotations
 
+import json
 import random
 import shutil
 from pathlib import Path
@@ -82,6 +83,7 @@ def test_broken_mode_stale_reads_are_caught(tmp_path: Path) -> None:
 @pytest.mark.skipif(not shutil.which(ETCD_BIN), reason="etcd not installed")
 def test_endpoints_runs_register_set_watch_against_real_etcd(tmp_path: Path) -> None:
     seed = _seed()
+    (tmp_path / "etcd").mkdir()
     etcd = EtcdCluster(tmp_path / "etcd", size=3).start()
     try:
         run = synod_check(
@@ -100,7 +102,10 @@ def test_endpoints_runs_register_set_watch_against_real_etcd(tmp_path: Path) -> 
     added = {op.value for op in h.of("set") if op.f == "add" and op.outcome == "ok"}
     assert added and added <= set(final[-1].result)
     assert stale_reads(h) == []
-    watches = (run.results / "watches.json").read_text()
-    assert watches.count("[") >= 3
+    watches = json.loads((run.results / "watches.json").read_text())
+    assert len(watches) == 3
+    revisions = [[e["revision"] for e in w["events"]] for w in watches]
+    assert revisions[0] and revisions[0] == revisions[1] == revisions[2]
+    assert all(w["end_revision"] is not None for w in watches), "a watcher fell behind"
     if checkers_available():
         assert run.returncode == 0, run.summary

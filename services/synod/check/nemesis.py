@@ -42,6 +42,7 @@ FAULT_KINDS = (
     "kill-lock",
     "kill-router",
 )
+REPLICA_KINDS = ("kill-lock", "kill-router")
 FAULT_GROUPS = {
     "all": FAULT_KINDS,
     "kill": ("kill-leader", "kill-member"),
@@ -78,7 +79,10 @@ class Fault:
     order: tuple[int, ...] = ()
 
     def describe(self, names: list[str]) -> str:
-        who = ",".join(names[i] for i in self.order) if self.order else ""
+        if self.kind in REPLICA_KINDS:
+            who = f"replica #{self.order[0]} (modulo the replicas)"
+        else:
+            who = ",".join(names[i] for i in self.order)
         return f"t+{self.at:6.2f}s  {self.kind:<18} hold {self.hold:4.2f}s  {who}"
 
 
@@ -105,7 +109,7 @@ def make_schedule(
             break
         order = list(range(members))
         rng.shuffle(order)
-        if kind in ("kill-lock", "kill-router"):
+        if kind in REPLICA_KINDS:
             order = [rng.randrange(8)]  # replica index, modulo how many there are
         out.append(Fault(round(t, 2), kind, h, tuple(order)))
         t += h + rng.uniform(*gap)

@@ -34,7 +34,7 @@ _FAULT_COLORS = {
 @dataclass
 class CheckerLine:
     name: str
-    verdict: str  # valid | invalid | unknown
+    verdict: str  # valid | invalid | unknown | not run
     detail: str = ""
     problems: list[str] = field(default_factory=list)
 
@@ -86,10 +86,12 @@ def _outcome_cells(c: Counter[str]) -> tuple[str, ...]:
 
 
 def overall(checkers: list[CheckerLine]) -> str:
-    verdicts = {c.verdict for c in checkers}
+    """Invalid if any checker found a violation; unknown if any could not decide (or
+    none ran); else valid. Checkers that had no input ("not run") do not count."""
+    verdicts = {c.verdict for c in checkers if c.verdict != "not run"}
     if "invalid" in verdicts:
         return "invalid"
-    if "unknown" in verdicts or not checkers:
+    if "unknown" in verdicts or not verdicts:
         return "unknown"
     return "valid"
 

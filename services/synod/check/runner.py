@@ -118,7 +118,7 @@ def run(cfg: RunConfig) -> int:
     (cfg.results / "schedule.txt").write_text(schedule_text + "\n")
 
     history = History(seed=cfg.seed)
-    watch_logs: dict[str, list[int]] = {}
+    watch_logs: list[dict[str, Any]] = []
     extra: dict[str, Any] = {}
     previous = signal.signal(signal.SIGTERM, _on_sigterm)
     workdir = Path(tempfile.mkdtemp(prefix="synod-check-"))
@@ -201,7 +201,7 @@ async def _drive(
     endpoints: list[str],
     cluster: ChaosCluster | None,
     schedule: list[Fault],
-    watch_logs: dict[str, list[int]],
+    watch_logs: list[dict[str, Any]],
 ) -> dict[str, Any]:
     rng = random.Random(cfg.seed + 1)  # the workloads' choices (not the fault schedule's)
     prefix = f"check-{cfg.seed}-{random.randrange(1 << 32):08x}"
@@ -249,7 +249,9 @@ async def _drive(
             healed = time.monotonic()
             await asyncio.to_thread(cluster.wait_members, 60.0)
             extra["healed_after"] = round(time.monotonic() - healed, 2)
-        await asyncio.sleep(cfg.recovery)  # liveness: the workloads go on after healing
+        running = [w.name for w in (register, set_, mutex) if w is not None]
+        healed_at = history.faults[-1].at if history.faults else started
+        await _recover(history, running, healed_at, cfg.recovery, cfg.liveness)
     finally:
         stop.set()
         if nemesis is not None:
@@ -263,7 +265,7 @@ async def _drive(
     if watch is not None:
         final_rev = await _current_revision(endpoints)
         await watch.finish(final_rev, time.monotonic() + 30)
-        watch_logs.update(watch.logs)
+        watch_logs.extend(watch.records())
         extra["watch"] = {
             "start_revision": watch.start_revision,
             "final_revision": final_rev,
@@ -279,6 +281,28 @@ async def _drive(
     return extra
 
 
+async def _recover(
+    history: History, workloads: list[str], healed_at: float, at_least: float, bound: float
+) -> None:
+    """Keep the workloads going after healing: ``at_least`` seconds, and until each has
+    an ok operation after the heal (what the liveness check looks for), or ``bound``
+    (+1 s) has passed without one, so the liveness check can say so rather than not know."""
+
+    def recovered(workload: str) -> bool:
+        return any(
+            op.workload == workload and op.outcome == "ok" and op.complete > healed_at
+            for op in reversed(history.ops)
+        )
+
+    while True:
+        elapsed = time.monotonic() - healed_at
+        if elapsed >= at_least and all(map(recovered, workloads)):
+            return
+        if elapsed > bound + 1:
+            return
+        await asyncio.sleep(0.2)
+
+
 async def _current_revision(endpoints: list[str]) -> int:
     from synod.client.etcd import EtcdClient
 
@@ -291,36 +315,41 @@ async def _current_revision(endpoints: list[str]) -> int:
 
 
 def check(
-    history: History, watch_logs: dict[str, list[int]], params: dict[str, Any]
+    history: History, watch_logs: list[dict[str, Any]], cfg: RunConfig
 ) -> list[report.CheckerLine]:
     """Run the project's checkers (synod.check.checkers) and turn their report into lines."""
     try:
-        from synod.check import checkers  # type: ignore[attr-defined,unused-ignore]
+        from synod.check.checkers import (  # type: ignore[import-not-found,unused-ignore]
+            CheckParams,
+            check_all,
+        )
+        from synod.check.watch_checker import (  # type: ignore[import-not-found,unused-ignore]
+            WatchLog,
+        )
     except ImportError as e:
         return [report.CheckerLine("checkers", "unknown", f"not available: {e}")]
-    result = checkers.check_all(history, watch_logs, params)
+    params = CheckParams(
+        liveness_bound=cfg.liveness,
+        # the runner records one heal-all when everything is healed (nemesis.heal_all)
+        heal_kinds=frozenset({"heal-all"}),
+    )
+    result = check_all(history, [WatchLog.from_record(r) for r in watch_logs], params)
     lines = []
-    for r in getattr(result, "results", result):
-        counts = getattr(r, "counts", {}) or {}
-        detail = " ".join(f"{k}={v}" for k, v in counts.items())
-        lines.append(
-            report.CheckerLine(r.checker, r.verdict, detail, list(getattr(r, "problems", [])))
-        )
+    for r in result.results:
+        detail = " ".join(f"{k}={v}" for k, v in r.counts.items())
+        lines.append(report.CheckerLine(r.checker, r.verdict, detail, list(r.problems)))
+    for name in result.not_run:
+        lines.append(report.CheckerLine(name, "not run", "no input"))
     return lines
 
 
 def _finish(
-    cfg: RunConfig, history: History, watch_logs: dict[str, list[int]], extra: dict[str, Any]
+    cfg: RunConfig, history: History, watch_logs: list[dict[str, Any]], extra: dict[str, Any]
 ) -> int:
     out = cfg.results
     history.write_jsonl(out / "history.jsonl")
     (out / "watches.json").write_text(json.dumps(watch_logs))
-    params: dict[str, Any] = {
-        "liveness_seconds": cfg.liveness,
-        "workloads": list(cfg.workloads),
-        **extra,
-    }
-    lines = check(history, watch_logs, params)
+    lines = check(history, watch_logs, cfg)
     meta = {
         "duration": cfg.duration,
         "members": cfg.members if cfg.endpoints is None else f"external {cfg.endpoints}",

@@ -40,6 +40,7 @@ from synod.check.resource import FencedResource
 from synod.client.etcd import EtcdClient
 from synod.client.locks import LockSession
 from synod.etcd.etcdserverpb import rpc_pb2, rpc_pb2_grpc
+from synod.etcd.mvccpb import kv_pb2
 
 log = structlog.get_logger("synod.check.workloads")
 
@@ -354,18 +355,20 @@ class SetWorkload:
 class WatchWorkload:
     """Watchers of the whole keyspace from one start revision, one per member first.
 
-    Each records the distinct revisions it saw, in order; after healing every
-    watcher must reach the store's final revision. A broken stream is resumed
-    by the client (synod.client) from the revision after the last one seen,
-    on the next member.
+    Each records every event it receives, in order: (revision, key, put or
+    delete), the revision being the key's mod_revision (for a delete, the
+    deleting revision). A broken stream is resumed by the client
+    (synod.client) from the revision after the last one seen, on the next
+    member, so a watcher is one log from start to end. After healing every
+    watcher must reach the store's final revision; one that does is known to
+    have received everything through it (``end_revision``).
     """
 
     name = "watch"
 
     def __init__(self, endpoints: Sequence[str], *, watchers: int = 3):
         self.endpoints = list(endpoints)
-        self.watchers = watchers
-        self.logs: dict[str, list[int]] = {f"w{i}": [] for i in range(watchers)}
+        self.events: dict[str, list[dict[str, Any]]] = {f"w{i}": [] for i in range(watchers)}
         self.start_revision = 0
         self.final_revision = 0
         self._tasks: list[asyncio.Task[None]] = []
@@ -375,27 +378,33 @@ class WatchWorkload:
         async with EtcdClient(self.endpoints, timeout=10) as c:
             resp = await c.get(b"\0", range_end=b"\0", count_only=True)
             self.start_revision = int(resp.header.revision) + 1
-        for i, name in enumerate(self.logs):
+        for i, name in enumerate(self.events):
             rotated = self.endpoints[i:] + self.endpoints[:i]
             client = EtcdClient(rotated, timeout=5)
             self._clients.append(client)
             self._tasks.append(asyncio.create_task(self._watch(client, name), name=f"watch-{name}"))
 
     async def _watch(self, client: EtcdClient, name: str) -> None:
-        seen = self.logs[name]
+        log_ = self.events[name]
         async with client.watch(b"\0", range_end=b"\0", start_revision=self.start_revision) as w:
             async for resp in w:
                 for ev in resp.events:
-                    rev = int(ev.kv.mod_revision)
-                    if not seen or seen[-1] != rev:
-                        seen.append(rev)
+                    log_.append(
+                        {
+                            "revision": int(ev.kv.mod_revision),
+                            "key": ev.kv.key.decode(errors="backslashreplace"),
+                            "type": "delete" if ev.type == kv_pb2.Event.DELETE else "put",
+                        }
+                    )
+
+    def _reached(self, name: str) -> bool:
+        log_ = self.events[name]
+        return bool(log_) and log_[-1]["revision"] >= self.final_revision
 
     async def finish(self, final_revision: int, deadline: float) -> None:
         """Wait (until ``deadline``) for every watcher to reach ``final_revision``, then stop."""
         self.final_revision = final_revision
-        while time.monotonic() < deadline:
-            if all(log_ and log_[-1] >= final_revision for log_ in self.logs.values()):
-                break
+        while time.monotonic() < deadline and not all(map(self._reached, self.events)):
             await asyncio.sleep(0.1)
         for t in self._tasks:
             t.cancel()
@@ -403,6 +412,19 @@ class WatchWorkload:
         for c in self._clients:
             with contextlib.suppress(Exception):
                 await c.close()
+
+    def records(self) -> list[dict[str, Any]]:
+        """One record per watcher, shaped like synod.check.watch_checker.WatchLog."""
+        return [
+            {
+                "watcher": name,
+                "start_revision": self.start_revision,
+                "events": events,
+                "prefix": "",
+                "end_revision": self.final_revision if self._reached(name) else None,
+            }
+            for name, events in self.events.items()
+        ]
 
 
 # --- mutex -----------------------------------------------------------------------
