@@ -13,14 +13,6 @@ from synod.check.history import History
 from synod.check.netns import unavailable_reason
 
 
-def checkers_available() -> bool:
-    try:
-        import synod.check.checkers  # type: ignore[import-not-found,unused-ignore]  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
 def need_netns() -> None:
     reason = unavailable_reason()
     if reason is not None:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 from etcd_harness import ETCD_BIN, EtcdCluster
-from harness_run import checkers_available, need_netns, synod_check
+from harness_run import need_netns, synod_check
 from stale_reads import stale_reads
 
 pytestmark = [pytest.mark.xdist_group("chaos"), pytest.mark.timeout(400)]
@@ -49,12 +49,8 @@ def test_short_run_under_kills_partitions_and_pauses_passes(tmp_path: Path) -> N
     assert stale_reads(h) == []
     for name in ("summary.txt", "summary.json", "timeline.html", "schedule.txt"):
         assert (run.results / name).stat().st_size > 0
-    if checkers_available():
-        assert run.returncode == 0, run.summary
-        assert "RESULT: VALID" in run.summary
-    else:  # until synod.check.checkers exists, the run cannot say valid
-        assert run.returncode == 1
-        assert "RESULT: UNKNOWN" in run.summary
+    assert run.returncode == 0, run.summary
+    assert "RESULT: VALID" in run.summary
 
 
 def test_broken_mode_stale_reads_are_caught(tmp_path: Path) -> None:
@@ -73,11 +69,10 @@ def test_broken_mode_stale_reads_are_caught(tmp_path: Path) -> None:
     assert {f.kind for f in run.history.faults} >= {"partition", "heal"}
     assert stale_reads(run.history), "no stale read in the broken mode's history"
     assert run.returncode == 1, run.summary
-    if checkers_available():
-        assert "RESULT: INVALID" in run.summary
-        assert any(
-            line.split()[:2] == ["linearizability", "INVALID"] for line in run.summary.splitlines()
-        ), run.summary
+    assert "RESULT: INVALID" in run.summary
+    assert any(
+        line.split()[:2] == ["linearizability", "INVALID"] for line in run.summary.splitlines()
+    ), run.summary
 
 
 @pytest.mark.skipif(not shutil.which(ETCD_BIN), reason="etcd not installed")
@@ -107,5 +102,5 @@ def test_endpoints_runs_register_set_watch_against_real_etcd(tmp_path: Path) -> 
     revisions = [[e["revision"] for e in w["events"]] for w in watches]
     assert revisions[0] and revisions[0] == revisions[1] == revisions[2]
     assert all(w["end_revision"] is not None for w in watches), "a watcher fell behind"
-    if checkers_available():
-        assert run.returncode == 0, run.summary
+    assert run.returncode == 0, run.summary
+    assert "RESULT: VALID" in run.summary

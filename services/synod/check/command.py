@@ -52,6 +52,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         metavar="MIN,MAX",
         help="seconds each fault lasts, drawn from [MIN, MAX] (default 1.5,3.0)",
     )
+    p.add_argument(
+        "--liveness-bound",
+        type=float,
+        default=20.0,
+        help="seconds after healing within which every workload must make progress (default 20)",
+    )
     p.add_argument("--recovery", type=float, default=6.0, help="seconds of work after healing")
     p.add_argument(
         "--network",
@@ -98,6 +104,7 @@ def main(args: argparse.Namespace) -> int:
         endpoints=endpoints,
         unsafe_local_reads=args.unsafe_local_reads,
         recovery=args.recovery,
+        liveness=args.liveness_bound,
         register_workers=args.register_workers,
         read_ratio=args.read_ratio,
         fault_hold=(lo, hi),

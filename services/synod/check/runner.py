@@ -35,6 +35,7 @@ from typing import Any
 import structlog
 
 from synod.check import report
+from synod.check.checkers import CheckParams, check_all
 from synod.check.cluster import ChaosCluster
 from synod.check.history import History
 from synod.check.nemesis import Fault, Nemesis, make_schedule
@@ -42,6 +43,7 @@ from synod.check.netns import NetnsNetwork, sweep_stale, unavailable_reason
 from synod.check.network import Network
 from synod.check.proxy import ProxyNetwork
 from synod.check.resource import FencedResource
+from synod.check.watch_checker import WatchLog
 from synod.check.workloads import (
     Channels,
     MutexWorkload,
@@ -316,18 +318,8 @@ async def _current_revision(endpoints: list[str]) -> int:
 
 def check(
     history: History, watch_logs: list[dict[str, Any]], cfg: RunConfig
-) -> list[report.CheckerLine]:
-    """Run the project's checkers (synod.check.checkers) and turn their report into lines."""
-    try:
-        from synod.check.checkers import (  # type: ignore[import-not-found,unused-ignore]
-            CheckParams,
-            check_all,
-        )
-        from synod.check.watch_checker import (  # type: ignore[import-not-found,unused-ignore]
-            WatchLog,
-        )
-    except ImportError as e:
-        return [report.CheckerLine("checkers", "unknown", f"not available: {e}")]
+) -> tuple[list[report.CheckerLine], dict[str, Any]]:
+    """Run every checker (checkers.py); the summary's lines, and the full report as data."""
     params = CheckParams(
         liveness_bound=cfg.liveness,
         # the runner records one heal-all when everything is healed (nemesis.heal_all)
@@ -340,7 +332,7 @@ def check(
         lines.append(report.CheckerLine(r.checker, r.verdict, detail, list(r.problems)))
     for name in result.not_run:
         lines.append(report.CheckerLine(name, "not run", "no input"))
-    return lines
+    return lines, result.to_record()
 
 
 def _finish(
@@ -349,7 +341,8 @@ def _finish(
     out = cfg.results
     history.write_jsonl(out / "history.jsonl")
     (out / "watches.json").write_text(json.dumps(watch_logs))
-    lines = check(history, watch_logs, cfg)
+    lines, record = check(history, watch_logs, cfg)
+    (out / "checkers.json").write_text(json.dumps(record, indent=2, default=str))
     meta = {
         "duration": cfg.duration,
         "members": cfg.members if cfg.endpoints is None else f"external {cfg.endpoints}",
