@@ -17,6 +17,8 @@ from etcd_harness import ETCD_BIN, EtcdCluster
 from harness_run import need_netns, synod_check
 from stale_reads import stale_reads
 
+from synod.check.nemesis import make_schedule, parse_faults
+
 pytestmark = [pytest.mark.xdist_group("chaos"), pytest.mark.timeout(400)]
 
 
@@ -47,8 +49,13 @@ def test_short_run_under_kills_partitions_and_pauses_passes(tmp_path: Path) -> N
     tokens = [op.result for op in sorted(acquires, key=lambda op: op.complete)]
     assert len(set(tokens)) == len(tokens), "a fencing token was granted twice"
     assert stale_reads(h) == []
-    for name in ("summary.txt", "summary.json", "timeline.html", "schedule.txt"):
+    for name in ("summary.txt", "summary.json", "checkers.json", "timeline.html"):
         assert (run.results / name).stat().st_size > 0
+    # The schedule carried out is the one the seed draws (replayable).
+    drawn = make_schedule(seed, 30, parse_faults("kill,partition,pause"), 3)
+    assert (run.results / "schedule.txt").read_text() == (
+        "\n".join(f.describe(["m1", "m2", "m3"]) for f in drawn) + "\n"
+    )
     assert run.returncode == 0, run.summary
     assert "RESULT: VALID" in run.summary
 

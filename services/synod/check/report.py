@@ -141,7 +141,8 @@ def timeline_html(history: History, title: str) -> str:
     span = max(t1 - t0, 1e-3)
     processes = sorted({op.process for op in ops})
     row = {p: i for i, p in enumerate(processes)}
-    width, left, row_h, top = 1600, 70, 12, 30
+    # ~30 px per second (a long run scrolls sideways), at least a screen wide
+    width, left, row_h, top = int(min(max(1600, span * 30), 30000)), 70, 12, 30
     height = top + row_h * len(processes) + 20
 
     def x(t: float) -> float:
