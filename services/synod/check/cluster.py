@@ -22,6 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
+from urllib.parse import urlparse
 
 import grpc
 import structlog
@@ -31,6 +32,9 @@ from synod.check.network import Network
 from synod.etcd.etcdserverpb import rpc_pb2, rpc_pb2_grpc
 
 log = structlog.get_logger("synod.check.cluster")
+
+#: answers after which a membership call is tried again (on another member, later)
+_RETRY = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED}
 
 CLIENT_PORT = 2379
 PEER_PORT = 2380
@@ -301,46 +305,95 @@ class ChaosCluster:
 
     # --- membership --------------------------------------------------------------
 
-    def _cluster_call(self, fn: Callable[[rpc_pb2_grpc.ClusterStub], object]) -> object:
-        last: Exception | None = None
-        for m in self.members:
-            if m.removed or not m.alive() or m.paused:
-                continue
-            try:
-                with grpc.insecure_channel(m.endpoint) as ch:
-                    return fn(rpc_pb2_grpc.ClusterStub(ch))
-            except grpc.RpcError as e:
-                last = e
-        raise RuntimeError(f"no member accepted the membership call: {last!r}")
+    def _cluster_call(
+        self, fn: Callable[[rpc_pb2_grpc.ClusterStub], object], timeout: float = 30.0
+    ) -> object:
+        """Call ``fn`` on some live member, trying each, again and again until ``timeout``:
+        right after a fault the cluster may be between leaders ("no leader").
+        Other errors are the answer, and are raised."""
+        deadline = time.monotonic() + timeout
+        last: grpc.RpcError | None = None
+        while True:
+            for m in self.members:
+                if m.removed or not m.alive() or m.paused:
+                    continue
+                try:
+                    with grpc.insecure_channel(m.endpoint) as ch:
+                        return fn(rpc_pb2_grpc.ClusterStub(ch))
+                except grpc.RpcError as e:
+                    if e.code() not in _RETRY:
+                        raise
+                    last = e
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"no member accepted the membership call: {last!r}")
+            time.sleep(0.2)
 
-    def member_ids(self) -> dict[str, int]:
+    def member_list(self) -> list[rpc_pb2.Member]:
         resp = self._cluster_call(lambda s: s.MemberList(rpc_pb2.MemberListRequest(), timeout=5))
         assert isinstance(resp, rpc_pb2.MemberListResponse)
-        return {mm.name or mm.peerURLs[0]: mm.ID for mm in resp.members}
+        return list(resp.members)
+
+    def entry_of(self, m: Member) -> rpc_pb2.Member | None:
+        """m's entry in the member list, whatever its generation: each member has its
+        own address, and only one generation of it is ever in the list at a time."""
+        for mm in self.member_list():
+            if any(urlparse(u).hostname == m.address for u in mm.peerURLs):
+                return mm
+        return None
 
     def remove_member(self, m: Member) -> None:
         """MemberRemove (answered once applied), then stop the process and drop its data."""
-        ids = self.member_ids()
-        mid = ids.get(m.name)
-        if mid is None:
-            raise RuntimeError(f"{m.name} is not in the member list {sorted(ids)}")
+        entry = self.entry_of(m)
+        if entry is None:
+            raise RuntimeError(f"{m.name} ({m.address}) is not in the member list")
+        mid = int(entry.ID)
 
         def remove(s: rpc_pb2_grpc.ClusterStub) -> object:
             return s.MemberRemove(rpc_pb2.MemberRemoveRequest(ID=mid), timeout=10)
 
-        self._cluster_call(remove)
+        try:
+            self._cluster_call(remove)
+        except grpc.RpcError as e:
+            # NOT_FOUND after a retry: an attempt whose answer was lost removed it.
+            if e.code() != grpc.StatusCode.NOT_FOUND or self.entry_of(m) is not None:
+                raise
+        self.forget(m)
+
+    def forget(self, m: Member) -> None:
+        """m is out of the cluster: stop its process and drop its data."""
         m.removed = True
         m.kill()
         shutil.rmtree(m.data_dir, ignore_errors=True)
 
     def add_member(self, m: Member) -> None:
-        """MemberAdd with a fresh peer URL, then start it empty with state ``existing``."""
-        m.generation += 1
-        m.peer_port = PEER_PORT + m.generation
+        """MemberAdd with a fresh peer URL, then start it empty with state ``existing``.
 
-        def add(s: rpc_pb2_grpc.ClusterStub) -> object:
-            return s.MemberAdd(rpc_pb2.MemberAddRequest(peerURLs=[m.peer_url]), timeout=10)
+        If m is in the member list already (an add whose answer was lost), that entry
+        is the one started."""
+        entry = self.entry_of(m)
+        if entry is not None:
+            port = urlparse(entry.peerURLs[0]).port
+            m.peer_port = port if port is not None else m.peer_port
+        else:
+            m.generation += 1
+            m.peer_port = PEER_PORT + m.generation
 
-        self._cluster_call(add)
+            def add(s: rpc_pb2_grpc.ClusterStub) -> object:
+                return s.MemberAdd(rpc_pb2.MemberAddRequest(peerURLs=[m.peer_url]), timeout=10)
+
+            try:
+                self._cluster_call(add)
+            except grpc.RpcError as e:
+                # "Peer URLs already exists": an attempt whose answer was lost added it.
+                if e.code() != grpc.StatusCode.FAILED_PRECONDITION or self.entry_of(m) is None:
+                    raise
         m.removed = False
         self.start_member(m, state="existing")
+
+    def reconcile(self) -> None:
+        """Make the harness's view match the member list: a member the cluster no longer
+        lists (a removal whose answer was lost) is stopped and its data dropped."""
+        for m in self.members:
+            if not m.removed and self.entry_of(m) is None:
+                log.warning("member_not_listed", member=m.name)
+                self.forget(m)

@@ -241,6 +241,10 @@ class Nemesis:
             if m.paused:
                 m.signal(signal.SIGCONT)
                 m.paused = False
+        try:
+            c.reconcile()
+        except RuntimeError as e:  # no member list to be had: restart what is dead anyway
+            log.warning("reconcile_failed", error=str(e))
         for m in c.members:
             if m.removed:
                 c.add_member(m)

@@ -27,11 +27,13 @@ import signal
 import sys
 import tempfile
 import time
+import traceback
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from types import FrameType
 from typing import Any
 
+import grpc
 import structlog
 
 from synod.check import report
@@ -158,6 +160,12 @@ def run(cfg: RunConfig) -> int:
         print(f"synod check: interrupted ({e!r}); cleaning up", file=sys.stderr)
         history.write_jsonl(cfg.results / "history.jsonl")
         return 130
+    except Exception:
+        # A harness bug: keep what was recorded, say where, and fail the run.
+        traceback.print_exc()
+        history.write_jsonl(cfg.results / "history.jsonl")
+        print(f"synod check: harness error; history so far in {cfg.results}/", file=sys.stderr)
+        return 1
     finally:
         signal.signal(signal.SIGTERM, previous)
         if cluster is not None:
@@ -247,10 +255,16 @@ async def _drive(
         if nemesis is not None and nemesis_thread is not None and cluster is not None:
             nemesis.stop.set()
             await nemesis_thread
-            await asyncio.to_thread(nemesis.heal_all)
-            healed = time.monotonic()
-            await asyncio.to_thread(cluster.wait_members, 60.0)
-            extra["healed_after"] = round(time.monotonic() - healed, 2)
+            try:
+                await asyncio.to_thread(nemesis.heal_all)
+                healed = time.monotonic()
+                await asyncio.to_thread(cluster.wait_members, 60.0)
+                extra["healed_after"] = round(time.monotonic() - healed, 2)
+            except (TimeoutError, RuntimeError, grpc.RpcError) as e:
+                # Reported as a failed check (the cluster did not come back), not a crash:
+                # the history so far is still checked and written.
+                extra["recovery_error"] = f"{type(e).__name__}: {e}"
+                print(f"synod check: the cluster did not recover: {e}", file=sys.stderr)
         running = [w.name for w in (register, set_, mutex) if w is not None]
         healed_at = history.faults[-1].at if history.faults else started
         await _recover(history, running, healed_at, cfg.recovery, cfg.liveness)
@@ -342,6 +356,8 @@ def _finish(
     history.write_jsonl(out / "history.jsonl")
     (out / "watches.json").write_text(json.dumps(watch_logs))
     lines, record = check(history, watch_logs, cfg)
+    if "recovery_error" in extra:
+        lines.append(report.CheckerLine("recovery", "invalid", problems=[extra["recovery_error"]]))
     (out / "checkers.json").write_text(json.dumps(record, indent=2, default=str))
     meta = {
         "duration": cfg.duration,
