@@ -36,6 +36,15 @@ log = structlog.get_logger("synod.check.cluster")
 #: answers after which a membership call is tried again (on another member, later)
 _RETRY = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED}
 
+
+def _retryable(e: grpc.RpcError) -> bool:
+    # "not leader": the member forwarded to a leader that had just stepped down.
+    not_leader = e.code() == grpc.StatusCode.FAILED_PRECONDITION and "not leader" in (
+        e.details() or ""
+    )
+    return e.code() in _RETRY or not_leader
+
+
 CLIENT_PORT = 2379
 PEER_PORT = 2380
 
@@ -321,7 +330,7 @@ class ChaosCluster:
                     with grpc.insecure_channel(m.endpoint) as ch:
                         return fn(rpc_pb2_grpc.ClusterStub(ch))
                 except grpc.RpcError as e:
-                    if e.code() not in _RETRY:
+                    if not _retryable(e):
                         raise
                     last = e
             if time.monotonic() > deadline:
