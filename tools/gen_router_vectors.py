@@ -1,10 +1,12 @@
 #!/usr/bin/env python3
-"""Generate tests/router/vectors.json: reference placements of synod-hrw-table-v1.
+"""Generate tests/router/vectors.json: reference placements of synod-slot-table-v2.
 
     .venv/bin/python tools/gen_router_vectors.py [--out tests/router/vectors.json]
 
-Each ring lists its params and members, intermediate values (vnode hashes, slot
-salts, member scores for a few slots) and keys (hex) -> slot, owner, top-3.
+Each scenario starts from no table and applies a sequence of member sets (each a
+`transition` of the previous table). For every step it records the members, each
+member's slot count, the XXH3-64 (seed 0) of the encoded table, a few owners by slot,
+and keys (hex) -> slot, owner, top-3 and the full preference list.
 """
 
 from __future__ import annotations
@@ -14,28 +16,39 @@ import json
 from pathlib import Path
 from typing import Any
 
-from synod.router.ring import (
-    Member,
-    Ring,
-    RingParams,
-    default_score,
-    slot_salt,
-    vnode_bytes,
-    xxh3_64,
-)
+from synod.router.ring import Member, Ring, RingParams, SlotTable, transition, xxh3_64
 
-RINGS: list[tuple[str, RingParams, list[Member]]] = [
-    ("three-equal", RingParams(), [Member("a"), Member("b"), Member("c")]),
+SCENARIOS: list[tuple[str, RingParams, list[list[Member]]]] = [
     (
-        "weighted-small-table",
-        RingParams(slots=1024, key_seed=7),
-        [Member("alpha", 2), Member("beta", 1), Member("gamma", 3), Member("delta", 1)],
+        "three-equal-then-grow-and-shrink",
+        RingParams(slots=1024),
+        [
+            [Member("a"), Member("b"), Member("c")],
+            [Member("a"), Member("b"), Member("c"), Member("d")],
+            [Member("a"), Member("c"), Member("d")],
+        ],
     ),
-    ("ten-nodes", RingParams(), [Member(f"node-{i:03d}") for i in range(10)]),
+    (
+        "weighted-reweighted",
+        RingParams(slots=256, key_seed=7),
+        [
+            [Member("alpha", 2), Member("beta", 1), Member("gamma", 3), Member("delta", 1)],
+            [Member("alpha", 2), Member("beta", 4), Member("gamma", 3), Member("delta", 1)],
+            [Member("alpha", 2), Member("beta", 4), Member("gamma", 1), Member("epsilon", 2)],
+        ],
+    ),
+    (
+        "ten-nodes-default-params",
+        RingParams(),
+        [
+            [Member(f"node-{i:03d}") for i in range(10)],
+            [Member(f"node-{i:03d}") for i in range(10) if i != 4],
+        ],
+    ),
     (
         "unicode-ids",
-        RingParams(slots=4096, member_seed=1, slot_seed=2, replicas=4),
-        [Member("zürich-1"), Member("東京-2", 2), Member("são-paulo-3"), Member("x")],
+        RingParams(slots=64, member_seed=1, slot_seed=2),
+        [[Member("zürich-1"), Member("東京-2", 2), Member("são-paulo-3"), Member("x")]],
     ),
 ]
 
@@ -46,51 +59,46 @@ def keys() -> list[bytes]:
     return out
 
 
-def ring_vector(name: str, params: RingParams, members: list[Member]) -> dict[str, Any]:
-    ring = Ring({m.id: m for m in members}, params)
-    score = default_score(params.slot_seed)
-    top = min(3, len(members))
-    vnodes = {
-        m.id: [f"{xxh3_64(vnode_bytes(m.id, j), params.member_seed):016x}" for j in range(m.weight)]
-        for m in members
-    }
-    probes = []
-    for s in (0, 1, params.slots - 1):
-        probes.append(
-            {
-                "slot": s,
-                "salt": f"{slot_salt(s, params.slot_seed):016x}",
-                "scores": {
-                    m.id: f"{max(score(s, int(v, 16)) for v in vnodes[m.id]):016x}" for m in members
-                },
-                "ranking": _ranking(ring, s),
-            }
-        )
+def step_vector(table: SlotTable) -> dict[str, Any]:
+    ring = Ring(table)
+    n = len(table.members)
+    top = min(3, n)
+    counts = table.counts()
+    encoded = table.encode()
     return {
-        "name": name,
-        "spec": ring.to_spec(),
-        "seeds_hex": {
-            k: f"{getattr(params, k):016x}" for k in ("key_seed", "member_seed", "slot_seed")
-        },
-        "vnode_hashes": vnodes,
-        "slots_probe": probes,
+        "members": [{"id": m.id, "weight": m.weight} for m in table.members],
+        "slot_counts": {m.id: c for m, c in zip(table.members, counts, strict=True)},
+        "table_bytes": len(encoded),
+        "table_xxh3": f"{xxh3_64(encoded, 0):016x}",
+        "owners_of_slots_0_to_15": ring.slot_owners()[:16],
         "keys": [
             {
                 "key_hex": k.hex(),
-                "key_hash": f"{xxh3_64(k, params.key_seed):016x}",
+                "key_hash": f"{xxh3_64(k, table.params.key_seed):016x}",
                 "slot": ring.slot(k),
                 "owner": ring.lookup(k),
                 f"top{top}": ring.lookup_n(k, top),
-                "all": ring.lookup_n(k, len(members)),
+                "all": ring.lookup_n(k, n),
             }
             for k in keys()
         ],
     }
 
 
-def _ranking(ring: Ring, slot: int) -> list[str]:
-    ids = sorted(ring.members, key=lambda i: i.encode("utf-8"))
-    return [ids[i] for i in ring._rank(slot)]  # noqa: SLF001 - reference ranking
+def scenario_vector(name: str, params: RingParams, steps: list[list[Member]]) -> dict[str, Any]:
+    table: SlotTable | None = None
+    out = []
+    for members in steps:
+        table = transition(table, members, params)
+        out.append(step_vector(table))
+    return {
+        "name": name,
+        "params": params.to_dict(),
+        "seeds_hex": {
+            k: f"{getattr(params, k):016x}" for k in ("key_seed", "member_seed", "slot_seed")
+        },
+        "steps": out,
+    }
 
 
 def main() -> None:
@@ -100,9 +108,9 @@ def main() -> None:
     )
     args = ap.parse_args()
     doc = {
-        "algorithm": "synod-hrw-table-v1",
+        "algorithm": "synod-slot-table-v2",
         "note": "generated by tools/gen_router_vectors.py; hashes are lowercase hex u64",
-        "rings": [ring_vector(*r) for r in RINGS],
+        "scenarios": [scenario_vector(*s) for s in SCENARIOS],
     }
     Path(args.out).write_text(
         json.dumps(doc, indent=1, ensure_ascii=False) + "\n", encoding="utf-8"

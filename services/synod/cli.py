@@ -146,6 +146,19 @@ def _check(args: argparse.Namespace) -> int:
     return main(args)
 
 
+def _bench_args(p: argparse.ArgumentParser) -> None:
+    from synod.bench.main import add_arguments
+
+    add_arguments(p)
+
+
+@subcommand("bench", help="Benchmark Synod side by side with etcd here.", args=_bench_args)
+def _bench(args: argparse.Namespace) -> int:
+    from synod.bench.main import run
+
+    return run(args)
+
+
 # --- entry point ----------------------------------------------------------------
 
 

@@ -4,6 +4,8 @@ is known, and on simulated ones (valid by construction, then made stale)."""
 from __future__ import annotations
 
 import os
+import random
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -11,7 +13,7 @@ from register_sim import simulate, stale_read
 
 from synod.check.history import History, Op, Outcome
 from synod.check.linearizability import Budget, check_key, check_registers
-from synod.check.models import RegisterModel
+from synod.check.models import ILLEGAL, RegisterModel
 
 _pids = iter(range(10_000))
 
@@ -99,6 +101,12 @@ def test_concurrent_ops_linearizable_in_only_one_order() -> None:
     assert verdict(w(1, 0, 10), w(2, 1, 9), r(1, 2, 3), r(2, 11, 12)) == "valid"
     # reads that need 2, then 1, then 2 again cannot be explained by one write each
     assert verdict(w(1, 0, 10), w(2, 1, 9), r(2, 2, 3), r(1, 4, 5), r(2, 11, 12)) == "invalid"
+
+
+def test_fail_ops_never_take_effect() -> None:
+    # a write recorded fail certainly did not happen: nobody may read its value
+    assert verdict(w(1, 0, 1), w(2, 2, 3, "fail"), r(2, 4, 5)) == "invalid"
+    assert verdict(w(1, 0, 1), w(2, 2, 3, "info"), r(2, 4, 5)) == "valid"
 
 
 def test_ties_count_as_concurrent() -> None:
@@ -205,3 +213,56 @@ def test_simulated_histories_with_one_stale_read_are_not_linearizable() -> None:
             f"seed {seed}: read {bad} returns an overwritten value, yet judged {kv.verdict}"
         )
     assert corrupted >= SEEDS // 2  # the construction found a stale read in most seeds
+
+
+def test_identical_info_ops_can_both_take_effect() -> None:
+    # two info writes of 2: the reads 2, 1, 2 need both, at different times (so
+    # trying only the first of identical info ops at each step must not lose this)
+    history = [w(1, 0, 1), w(2, 1, 2, "info"), w(2, 1, 2, "info"), r(2, 3, 4)]
+    history += [w(1, 5, 6), r(1, 7, 8), r(2, 9, 10)]
+    assert verdict(*history) == "valid"
+    assert verdict(*[o for o in history if o is not history[2]]) == "invalid"
+
+
+# --- differential: the search against plain backtracking on small histories
+
+
+def _plain_backtracking(ops: list[Op]) -> bool:
+    """Linearizable? By trying every order, no memo, nothing dropped or merged."""
+    model = RegisterModel()
+    live = [o for o in ops if o.outcome != "fail"]
+
+    def deadline(o: Op) -> float:
+        return o.complete if o.outcome == "ok" else float("inf")
+
+    def place(left: list[Op], state: Any) -> bool:
+        if not any(o.outcome == "ok" for o in left):
+            return True
+        for x in left:
+            if any(deadline(y) < x.invoke for y in left if y is not x):
+                continue  # some op must take effect before x
+            after = model.transition(x)(state)
+            if after is not ILLEGAL and place([o for o in left if o is not x], after):
+                return True
+        return False
+
+    return place(live, model.initial())
+
+
+@pytest.mark.parametrize(("n_ops", "processes", "info_rate"), [(7, 3, 0.3), (9, 4, 0.5)])
+def test_search_agrees_with_plain_backtracking_on_small_histories(
+    n_ops: int, processes: int, info_rate: float
+) -> None:
+    agreed = {True: 0, False: 0}
+    for seed in range(SEEDS * 5):
+        ops = simulate(seed, n_ops, processes, info_rate, unique_values=False)
+        rng = random.Random(seed)
+        reads = [i for i, o in enumerate(ops) if o.f == "read" and o.outcome == "ok"]
+        if reads and rng.random() < 0.6:  # often not linearizable any more
+            i = rng.choice(reads)
+            ops[i] = replace(ops[i], result=rng.choice([None, 0, 1, 2, 3, 4]))
+        expected = _plain_backtracking(ops)
+        got = check_key("r", ops, budget=Budget(time_limit=None)).verdict
+        assert got == ("valid" if expected else "invalid"), f"seed {seed}: {ops}"
+        agreed[expected] += 1
+    assert min(agreed.values()) >= SEEDS // 2, agreed  # both verdicts were exercised

@@ -215,3 +215,27 @@ def test_writes_on_a_follower_are_forwarded_and_reads_are_linearizable(
     r = get(followers[1], b"fwd")
     assert [kv.value for kv in r.kvs] == [b"1"]
     assert wait_until(lambda: get(followers[1], b"fwd", serializable=True).kvs, 5, "replication")
+
+
+def test_restart_with_existing_before_any_snapshot_keeps_the_bootstrap_voters(
+    tmp_path: Path,
+) -> None:
+    """Kubernetes restarts pods with --initial-cluster-state existing: a member restarted
+    that way before its first snapshot still knows who votes (bootstrap_voters)."""
+    cluster = LocalCluster(tmp_path, size=3, extra_args=["--unsafe-no-fsync"]).start()
+    try:
+        put(cluster.leader(), b"before", b"1")
+        for m in cluster.members:
+            assert (m.data_dir / "bootstrap_voters").read_text().count("\n") == 3
+        cluster.stop()
+        for m in cluster.members:
+            m.extra_args = ["--initial-cluster-state", "existing"]
+            cluster.start_member(m)
+        cluster.wait_healthy()
+        leader = cluster.leader()
+        put(leader, b"after", b"2")
+        for m in cluster.members:
+            wait_until(lambda m=m: get(m, b"after").kvs, 10, f"{m.name} to have the write")
+            assert get(m, b"before").kvs[0].value == b"1"
+    finally:
+        cluster.stop()

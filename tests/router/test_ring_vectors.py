@@ -1,7 +1,8 @@
 """tests/router/vectors.json against Ring and against a spec-only reference.
 
-The reference below is written from docs/router.md alone (scalar, no numpy), so a
-change to either the implementation or the vectors that breaks the spec fails here.
+The reference below is written from docs/router.md alone (scalar, no numpy): quotas,
+the transition, the stored table's bytes and the lookups. A change to either the
+implementation or the vectors that breaks the spec fails here.
 """
 
 from __future__ import annotations
@@ -14,118 +15,178 @@ from typing import Any
 import pytest
 import xxhash
 
-from synod.router.ring import Member, Ring, RingParams
+from synod.router.ring import Member, Ring, RingParams, SlotTable, transition
 
 VECTORS = json.loads((Path(__file__).parent / "vectors.json").read_text(encoding="utf-8"))
-M = (1 << 64) - 1
+SCENARIOS = VECTORS["scenarios"]
+M64 = (1 << 64) - 1
 
 
-def _splitmix(x: int) -> int:
-    z = (x + 0x9E3779B97F4A7C15) & M
-    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & M
-    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & M
+# --- the reference, from docs/router.md -------------------------------------------------
+
+
+def splitmix(x: int) -> int:
+    z = (x + 0x9E3779B97F4A7C15) & M64
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & M64
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & M64
     return z ^ (z >> 31)
 
 
-def reference_ranking(spec: dict[str, Any], slot: int) -> list[str]:
-    salt = _splitmix(slot ^ spec["slot_seed"])
-    scored = []
-    for m in spec["members"]:
-        raw = m["id"].encode("utf-8")
-        score = max(
-            _splitmix(
-                salt ^ xxhash.xxh3_64_intdigest(raw + struct.pack("<I", j), spec["member_seed"])
-            )
-            for j in range(m["weight"])
+def h(data: bytes, seed: int) -> int:
+    return xxhash.xxh3_64_intdigest(data, seed)
+
+
+class RefTable:
+    def __init__(self, params: dict[str, Any], members: list[tuple[str, int]], owner: list[str]):
+        self.params, self.members, self.owner = params, members, owner
+
+    def encode(self) -> bytes:
+        p = self.params
+        out = b"SYNT" + struct.pack("<HH", 2, 0)
+        out += struct.pack("<QQQ", p["key_seed"], p["member_seed"], p["slot_seed"])
+        out += struct.pack("<II", p["slots"], len(self.members))
+        for mid, weight in self.members:
+            raw = mid.encode("utf-8")
+            out += struct.pack("<H", len(raw)) + raw + struct.pack("<H", weight)
+        index = {mid: i for i, (mid, _) in enumerate(self.members)}
+        out += b"".join(struct.pack("<H", index[o]) for o in self.owner)
+        return out + struct.pack("<Q", h(out, 0))
+
+
+def ref_transition(
+    prev: RefTable | None, members: list[tuple[str, int]], params: dict[str, Any]
+) -> RefTable:
+    S = params["slots"]
+    new = sorted(members, key=lambda m: m[0].encode("utf-8"))
+    ids = [m for m, _ in new]
+    weight = dict(new)
+    W = sum(weight.values())
+    quota = {m: S * w // W for m, w in new}
+    rem = {m: S * w % W for m, w in new}
+    for i in sorted(range(len(ids)), key=lambda i: (-rem[ids[i]], i))[: S - sum(quota.values())]:
+        quota[ids[i]] += 1
+    if prev is None:
+        owner: list[str | None] = [None] * S
+        changed = set(ids)
+        may_give = may_take = True
+    else:
+        old = dict(prev.members)
+        owner = [o if o in weight else None for o in prev.owner]
+        changed = {m for m in ids if old.get(m) != weight[m]}
+        may_give = any(m not in old or weight[m] > old[m] for m in ids)
+        may_take = any(m not in weight for m in old) or any(
+            m in old and weight[m] < old[m] for m in ids
         )
-        scored.append((-score, raw, m["id"]))
-    return [mid for _, _, mid in sorted(scored)]
+    count = {m: sum(1 for o in owner if o == m) for m in ids}
+    give = {m: max(0, count[m] - quota[m]) if m in changed or may_give else 0 for m in ids}
+    need = {m: max(0, quota[m] - count[m]) if m in changed or may_take else 0 for m in ids}
+    salt = [splitmix(s ^ params["slot_seed"]) for s in range(S)]
+    pool = [s for s in range(S) if owner[s] is None]
+    for m in ids:
+        if give[m]:
+            mh = h(m.encode("utf-8"), params["member_seed"])
+            mine = sorted((splitmix(salt[s] ^ mh), s) for s in range(S) if owner[s] == m)
+            pool += [s for _, s in mine[: give[m]]]
+    pool.sort(key=lambda s: salt[s])
+    eligible = [m for m in ids if m in changed or may_take]
+    for _ in range(len(pool) - sum(need.values())):
+        best = min(
+            eligible,
+            key=lambda m: (count[m] - give[m] + need[m] - quota[m], ids.index(m)),
+        )
+        need[best] += 1
+    dealt = 0
+    k = 0
+    while dealt < len(pool):
+        for m in ids:
+            if need[m] > k and dealt < len(pool):
+                owner[pool[dealt]] = m
+                dealt += 1
+        k += 1
+    assert all(o is not None for o in owner)
+    return RefTable(params, new, [o for o in owner if o is not None])
 
 
-def reference_slot(spec: dict[str, Any], key: bytes) -> int:
-    return int(xxhash.xxh3_64_intdigest(key, spec["key_seed"])) % int(spec["slots"])
+def ref_lookup_n(table: RefTable, params: dict[str, Any], key: bytes, n: int) -> list[str]:
+    S = params["slots"]
+    s = h(key, params["key_seed"]) % S
+    out: list[str] = []
+    for step in range(S):
+        o = table.owner[(s + step) % S]
+        if o not in out:
+            out.append(o)
+    out += [m for m, _ in table.members if m not in out]
+    return out[:n]
 
 
-def ring_from(spec: dict[str, Any]) -> Ring:
-    fields = {k: v for k, v in spec.items() if k != "members"}
-    return Ring(
-        {m["id"]: Member(m["id"], m["weight"]) for m in spec["members"]}, RingParams(**fields)
-    )
+# --- the tests ---------------------------------------------------------------------------
 
 
-RINGS = VECTORS["rings"]
+def members_of(step: dict[str, Any]) -> list[Member]:
+    return [Member(m["id"], m["weight"]) for m in step["members"]]
 
 
-@pytest.mark.parametrize("vec", RINGS, ids=[r["name"] for r in RINGS])
-def test_ring_reproduces_vectors(vec: dict[str, Any]) -> None:
-    ring = ring_from(vec["spec"])
-    assert ring.to_spec() == vec["spec"]
-    for case in vec["keys"]:
+def check_keys(step: dict[str, Any], slot: Any, lookup: Any, lookup_n: Any) -> None:
+    for case in step["keys"]:
         key = bytes.fromhex(case["key_hex"])
-        assert ring.slot(key) == case["slot"]
-        assert ring.lookup(key) == case["owner"]
+        assert slot(key) == case["slot"]
+        assert lookup(key) == case["owner"]
         top = next(v for k, v in case.items() if k.startswith("top"))
-        assert ring.lookup_n(key, len(top)) == top
-        assert ring.lookup_n(key, len(case["all"])) == case["all"]
+        assert lookup_n(key, len(top)) == top
+        assert lookup_n(key, len(case["all"])) == case["all"]
 
 
-@pytest.mark.parametrize("vec", RINGS, ids=[r["name"] for r in RINGS])
+@pytest.mark.parametrize("vec", SCENARIOS, ids=[s["name"] for s in SCENARIOS])
+def test_ring_reproduces_vectors(vec: dict[str, Any]) -> None:
+    params = RingParams(**vec["params"])
+    table: SlotTable | None = None
+    for step in vec["steps"]:
+        table = transition(table, members_of(step), params)
+        encoded = table.encode()
+        assert f"{xxhash.xxh3_64_intdigest(encoded, 0):016x}" == step["table_xxh3"]
+        assert SlotTable.decode(encoded) == table
+        ring = Ring(table)
+        assert dict(zip(ring.members, table.counts(), strict=True)) == step["slot_counts"]
+        assert ring.slot_owners()[:16] == step["owners_of_slots_0_to_15"]
+        check_keys(step, ring.slot, ring.lookup, ring.lookup_n)
+
+
+@pytest.mark.parametrize("vec", SCENARIOS, ids=[s["name"] for s in SCENARIOS])
 def test_reference_reproduces_vectors(vec: dict[str, Any]) -> None:
-    spec = vec["spec"]
-    for m in spec["members"]:
-        raw = m["id"].encode("utf-8")
-        expect = [
-            f"{xxhash.xxh3_64_intdigest(raw + struct.pack('<I', j), spec['member_seed']):016x}"
-            for j in range(m["weight"])
-        ]
-        assert vec["vnode_hashes"][m["id"]] == expect
-    for probe in vec["slots_probe"]:
-        assert f"{_splitmix(probe['slot'] ^ spec['slot_seed']):016x}" == probe["salt"]
-        assert reference_ranking(spec, probe["slot"]) == probe["ranking"]
-    for case in vec["keys"]:
-        key = bytes.fromhex(case["key_hex"])
-        assert f"{xxhash.xxh3_64_intdigest(key, spec['key_seed']):016x}" == case["key_hash"]
-        slot = reference_slot(spec, key)
-        assert slot == case["slot"]
-        ranking = reference_ranking(spec, slot)
-        assert ranking[0] == case["owner"]
-        assert ranking == case["all"]
+    params = vec["params"]
+    for name, hexed in vec["seeds_hex"].items():
+        assert int(hexed, 16) == params[name]
+    ref: RefTable | None = None
+    for step in vec["steps"]:
+        ref = ref_transition(ref, [(m["id"], m["weight"]) for m in step["members"]], params)
+        encoded = ref.encode()
+        assert len(encoded) == step["table_bytes"]
+        assert f"{h(encoded, 0):016x}" == step["table_xxh3"]
+        table = ref
+
+        def slot(key: bytes) -> int:
+            return h(key, params["key_seed"]) % params["slots"]
+
+        check_keys(
+            step,
+            slot,
+            lambda k, t=table: t.owner[slot(k)],
+            lambda k, n, t=table: ref_lookup_n(t, params, k, n),
+        )
+        for case in step["keys"]:
+            assert (
+                f"{h(bytes.fromhex(case['key_hex']), params['key_seed']):016x}"
+                == (case["key_hash"])
+            )
 
 
-def test_whole_table_matches_reference_on_small_ring() -> None:
-    """The vectorised build equals the scalar definition on every slot."""
-    vec = next(r for r in RINGS if r["name"] == "weighted-small-table")
-    spec = vec["spec"]
-    ring = ring_from(spec)
-    owners = ring.slot_owners()
-    for s in range(spec["slots"]):
-        assert owners[s] == reference_ranking(spec, s)[0]
-
-
-def test_fake_hash_gives_readable_placement() -> None:
-    """Injected hash/score (groupcache style): member "10" owns slots nearest 10, etc."""
-
-    def fake_hash(data: bytes, seed: int) -> int:
-        digits = data.split(b"\x00")[0].split(b"\x01")[0]
-        return int(digits) if digits.isdigit() else 0
-
-    def nearest(slot: int, vnode_hash: int) -> int:
-        return -abs(slot - vnode_hash)
-
-    members = {i: Member(i) for i in ("10", "20", "40")}
-    ring = Ring(members, RingParams(slots=64), hash_fn=fake_hash, score_fn=nearest)
-    assert ring.lookup(b"0") == "10"
-    assert ring.lookup(b"14") == "10"
-    assert ring.lookup(b"15") == "10"  # tie 10/20 at distance 5: smaller id bytes wins
-    assert ring.lookup(b"16") == "20"
-    assert ring.lookup(b"31") == "40"
-    assert ring.lookup(b"63") == "40"
-    assert ring.lookup(b"70") == "10"  # 70 mod 64 = 6
-    assert ring.lookup_n(b"26", 3) == ["20", "40", "10"]
-    assert ring.lookup_n(b"29", 3) == ["20", "40", "10"]
-    assert ring.lookup_n(b"31", 2) == ["40", "20"]
-    # adding "30" takes only slots now nearest to it
-    ring2 = Ring({**members, "30": Member("30")}, ring.params, hash_fn=fake_hash, score_fn=nearest)
-    assert ring2.lookup(b"26") == "30"
-    assert ring2.lookup(b"24") == "20"
-    assert ring2.lookup(b"35") == "30"  # tie 30/40: "30" < "40"
+def test_vectors_cover_the_interesting_cases() -> None:
+    names = {s["name"] for s in SCENARIOS}
+    assert len(names) == len(SCENARIOS) >= 4
+    assert VECTORS["algorithm"] == RingParams().algorithm
+    weights = {m["weight"] for s in SCENARIOS for st in s["steps"] for m in st["members"]}
+    assert len(weights) > 2
+    assert any(len(s["steps"]) >= 3 for s in SCENARIOS)
+    assert any(
+        any(ord(c) > 127 for m in s["steps"][0]["members"] for c in m["id"]) for s in SCENARIOS
+    )

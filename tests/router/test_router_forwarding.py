@@ -102,19 +102,39 @@ def test_forward_unary_stream_and_status(routers: Routers) -> None:  # noqa: F81
     code, details = send(md("emptied", "k"))
     assert code == grpc.StatusCode.UNAVAILABLE and "no members" in details
 
-    # Backend death: its lease (5 s) has not expired yet, so it still owns its keys:
-    # calls for them fail UNAVAILABLE naming it; other keys still work.
+    # A ring whose only member is unreachable: UNAVAILABLE naming it and its address.
+    rs.a.stub().Register(
+        router_pb2.RegisterRequest(ring="dead", id="ghost", address="127.0.0.1:1", ttl_seconds=60)
+    )
+    rs.wait_members("dead", {"ghost"})
+    code, details = send(md("dead", "k"))
+    assert code == grpc.StatusCode.UNAVAILABLE, details
+    assert "'ghost' at 127.0.0.1:1" in details
+
+    # Backend death: its lease (5 s) has not expired yet, so it still owns its keys, but
+    # its channel is down: calls for its keys go to the next member of their preference
+    # list (never resent once sent, see proxy.py); other keys are untouched.
     victim = backends[0]
     key = next(f"user-{i}" for i in range(100) if owner(rs.b, ring, f"user-{i}")[0] == victim.id)
     other = next(f"user-{i}" for i in range(100) if owner(rs.b, ring, f"user-{i}")[0] != victim.id)
+    unary(rs.b, "/test.Echo/Unary", b"x", md(ring, key))  # the channel to the victim is up
     victim.kill()
-    code, details = send(md(ring, key))
-    assert code == grpc.StatusCode.UNAVAILABLE and victim.id in details, details
-    assert victim.address in details
+    nxt = owner(rs.b, ring, key, n=2)[1]
+
+    def served_by_next() -> bool:
+        try:
+            return unary(rs.b, "/test.Echo/Unary", b"x", md(ring, key))[1]["synod-backend"] == nxt
+        except grpc.RpcError as e:
+            # Only a call already in flight on the dying connection may fail, naming it.
+            assert e.code() == grpc.StatusCode.UNAVAILABLE and victim.id in (e.details() or "")
+            return False
+
+    rs.b.wait(served_by_next, 10, f"calls for {victim.id}'s key to reach {nxt}")
+    assert victim.id in {m.id for m in rs.b.ring(ring).members}  # lease not expired yet
     assert unary(rs.b, "/test.Echo/Unary", b"x", md(ring, other))[1]["synod-backend"] != victim.id
-    assert rs.b.metric("synod_router_forwarded_total", backend=victim.id, code="UNAVAILABLE") >= 1
+    assert rs.b.metric("synod_router_forward_retries_total", ring=ring, backend=nxt) >= 1
     assert rs.b.metric("synod_router_forwarded_total", ring=ring, code="OK") >= 30
-    # ... and once the lease expires, its keys go to the next member.
+    # ... and once the lease expires, its keys belong to the others.
     rs.wait_members(ring, {b.id for b in backends[1:]}, timeout=victim.granted_ttl + 5)
     _, t = unary(rs.b, "/test.Echo/Unary", b"x", md(ring, key))
     assert t["synod-backend"] == owner(rs.b, ring, key)[0] != victim.id

@@ -11,8 +11,8 @@ import time
 import grpc
 from router_harness import Routers, routers, status_of, store  # noqa: F401
 
+from synod.client.public import ring_from_state
 from synod.etcd.etcdserverpb import rpc_pb2, rpc_pb2_grpc
-from synod.router.ring import Member, Ring, RingParams
 from synod.router.v1 import router_pb2
 
 KEYS = [f"key-{i}".encode() for i in range(10_000)]
@@ -48,31 +48,29 @@ def test_replicas_agree_and_follow_membership(routers: Routers) -> None:  # noqa
             )
         )
     ids = {f"node-{i}" for i in range(5)} | {"direct"}
-    rs.wait_members(ring, ids)
-    rs.wait_revision(put.header.revision)
+    rev = rs.wait_members(ring, ids)  # the table a router wrote after seeing the put
+    assert rev > put.header.revision
+    rs.wait_revision(rev)
     rev_a, before_a = batch(rs.a, ring, replicas=3)
     rev_b, before_b = batch(rs.b, ring, replicas=3)
-    assert rev_a == rev_b == put.header.revision
+    assert rev_a == rev_b == rev
     assert before_a == before_b
     assert all(len(set(p)) == 3 for p in before_a)
 
     # GetRing gives everything needed to compute the same placement locally.
     state = rs.b.ring(ring)
-    assert state.params.algorithm == "synod-hrw-table-v1"
+    assert state.params.algorithm == "synod-slot-table-v2"
     assert {m.id: m.weight for m in state.members}["direct"] == 2
     assert dict(next(m for m in state.members if m.id == "direct").metadata) == {"az": "b"}
-    p = state.params
-    local = Ring(
-        [Member(m.id, m.weight) for m in state.members],
-        RingParams(
-            slots=p.slots,
-            key_seed=p.key_seed,
-            member_seed=p.member_seed,
-            slot_seed=p.slot_seed,
-            replicas=p.replicas,
-        ),
-    )
+    local = ring_from_state(state)
+    assert local is not None
     assert [local.lookup_n(k, 3) for k in KEYS] == before_a
+    # The table is the one stored in consensus, at the documented key.
+    with grpc.insecure_channel(rs.store.endpoints[0]) as ch:
+        stored = rpc_pb2_grpc.KVStub(ch).Range(
+            rpc_pb2.RangeRequest(key=f"test/router/{ring}/table".encode())
+        )
+    assert stored.kvs[0].value == state.table
 
     # A membership change: both replicas follow it and agree again.
     gone = before_a[0][0]
@@ -176,3 +174,31 @@ def test_bad_input(routers: Routers) -> None:  # noqa: F811
     assert code == grpc.StatusCode.NOT_FOUND
     assert rs.a.metric("synod_router_lookups_total") >= 0
     assert rs.b.metric("synod_router_revision") >= rev
+
+
+def test_corrupt_stored_table_is_replaced(routers: Routers) -> None:  # noqa: F811
+    """Damage to the table key is reported and repaired; the routers keep answering."""
+    rs, ring = routers, "damaged"
+    for i in range(3):
+        register(rs, ring, f"d-{i}", f"127.0.2.{i}:80")
+    ids = {f"d-{i}" for i in range(3)}
+    rs.wait_members(ring, ids)
+    key = f"test/router/{ring}/table".encode()
+    with grpc.insecure_channel(rs.store.endpoints[0]) as ch:
+        kv = rpc_pb2_grpc.KVStub(ch)
+        good = kv.Range(rpc_pb2.RangeRequest(key=key)).kvs[0].value
+        damaged = good[:50] + bytes([good[50] ^ 0xFF]) + good[51:]
+        kv.Put(rpc_pb2.PutRequest(key=key, value=damaged))
+
+        def repaired() -> bool:
+            stored = kv.Range(rpc_pb2.RangeRequest(key=key)).kvs[0].value
+            if stored == damaged:
+                return False
+            states = [r.ring(ring) for r in rs.both]
+            return all(s.table == stored and {m.id for m in s.members} == ids for s in states)
+
+        rs.a.wait(repaired, 15, "the routers to replace the damaged table")
+    logs = "".join(r.log_path.read_text(errors="replace") for r in rs.both)
+    assert "router_table_corrupt" in logs and "checksum mismatch at offset" in logs
+    _, placements = batch(rs.a, ring)
+    assert {p[0] for p in placements} == ids

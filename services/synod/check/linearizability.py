@@ -32,12 +32,22 @@ How the search works (the algorithm Knossos and Porcupine implement):
   linearized ops and the same model state have the same futures, so each
   (set, state) pair is explored once; the set is a bitset (a Python int). This
   is what makes the search polynomial in practice instead of factorial.
+- **Info ops only where they are seen.** An info op placed where the next op
+  does not observe its value (that next op can then only be a write) was
+  overwritten unseen, and the order without it works too. So after an info op
+  the search only offers ops that observe the value it wrote (a read of it, a
+  CAS expecting it). And info ops alike (same f, same value) are
+  interchangeable once both are invoked, so only the first of each kind is
+  tried at each step.
+- **Dominance.** The memo keeps, per (placed ``ok`` ops, state), the sets of
+  placed info ops explored; a node whose set includes one of them is skipped:
+  it has fewer info ops left to use and nothing else differs.
 - **Candidate order** (a speed heuristic only, every candidate is still tried):
   ``ok`` ops in invocation order, then ``info`` ops, so an ``info`` op is only
   put in where the ops that must happen cannot explain the history alone.
-- **Budget.** A search explores at most ``Budget.max_states`` (set, state)
-  pairs and runs at most ``Budget.time_limit`` seconds per key; past either it
-  stops and the key's verdict is ``unknown``, which is not a pass.
+- **Budget.** A search explores at most ``Budget.max_states`` nodes and runs
+  at most ``Budget.time_limit`` seconds per key; past either it stops and the
+  key's verdict is ``unknown``, which is not a pass.
 - **Explanation.** On failure the checker reports the dead end that explains
   the history furthest in time (the op it got stuck on completes last) and,
   among those, the longest linearizable prefix: the ops of that prefix in
@@ -69,7 +79,7 @@ _PREFIX_SHOWN = 12
 class Budget:
     """Limits of one key's search; past either, the key's verdict is ``unknown``."""
 
-    max_states: int = 500_000  # memoized (set, state) pairs, ~150 bytes each
+    max_states: int = 500_000  # memo entries made (nodes explored), ~150 bytes each
     time_limit: float | None = 10.0  # seconds, or None for no time limit
 
 
@@ -104,7 +114,7 @@ class KeyVerdict:
     ops: int  # ops searched (after dropping fail and droppable info ops)
     info_ops: int  # of which info
     dropped: int  # fail ops plus info ops that could not matter
-    states: int  # (set, state) pairs explored
+    states: int  # nodes explored (memo entries made)
     elapsed: float  # seconds
     prefix: list[Step] = field(default_factory=list)
     state: Any = None
@@ -165,7 +175,7 @@ def check_key(
         ops=len(kept),
         info_ops=sum(op.outcome == "info" for op in kept),
         dropped=len(ops) - len(kept),
-        states=len(search.seen),
+        states=search.states,
         elapsed=time.monotonic() - started,
         reason=search.reason,
     )
@@ -188,13 +198,12 @@ def check_registers(
     per_key = [
         check_key(key, ops, model, budget) for key, ops in sorted(history.by_key(workload).items())
     ]
-    all_ops = [op for op in history.of(workload)]
     result = CheckResult(
         checker="linearizability",
         verdict=combine(kv.verdict for kv in per_key),
         counts={
             "keys": len(per_key),
-            "ops": len(all_ops),
+            "ops": sum(1 for _ in history.of(workload)),
             "keys_invalid": sum(kv.verdict == "invalid" for kv in per_key),
             "keys_unknown": sum(kv.verdict == "unknown" for kv in per_key),
             "states": sum(kv.states for kv in per_key),
@@ -252,8 +261,21 @@ class _Search:
         # Only the first of each kind among the candidates is tried.
         self.info_kind = {i: (ops[i].f, _frozen(ops[i].value)) for i in self.info_by_invoke}
         self.transitions = [model.transition(op) for op in ops]
+        # An info op is only worth placing right before an op that observes what
+        # it wrote: if the next op does not (it can then only be a write), the
+        # info op was overwritten unseen and the order without it works too. So
+        # the node after an info op only offers ops that observe its value.
+        self.observes = [frozenset(model.observed_values(op)) for op in ops]
         self.bit = [1 << i for i in range(len(ops))]
-        self.seen: set[tuple[int, Hashable]] = set()
+        # Lowe's memo, with dominance over info ops: for each (placed ok ops,
+        # state, whether only observers may go next), the sets of placed info ops
+        # already explored. A node whose placed info ops include one of those sets
+        # is skipped: it has the same ok ops to place, the same state, and fewer
+        # info ops left to use, so whatever it could reach, the explored node
+        # could too. (An unrestricted node also dominates a restricted one.)
+        self.seen: dict[tuple[int, Hashable, bool], list[int]] = {}
+        self.states = 0
+        self.info_mask = sum(1 << i for i in self.info_by_invoke)
         self.reason = ""
         # the deepest dead end, for the explanation
         self.best_rank: tuple[float, int] | None = None
@@ -262,10 +284,14 @@ class _Search:
         self.best_stuck = -1
         self.best_candidates: list[tuple[int, bool]] = []
 
-    def _frame(self, bits: int, state: Hashable, rp: int, cp: int, via: int) -> list[Any] | None:
-        """A search node: [bits, state, rp, cp, candidates, next candidate, via],
-        or None when every ok op is linearized (success). ``rp`` indexes
-        ``ok_by_complete``, ``cp`` ``ok_by_invoke``: where their scans start."""
+    def _frame(
+        self, bits: int, state: Hashable, rp: int, cp: int, via: int, observers_only: bool
+    ) -> list[Any] | None:
+        """A search node: [bits, state, rp, cp, candidates, next candidate, via,
+        observers_only], or None when every ok op is linearized (success).
+        ``rp`` indexes ``ok_by_complete``, ``cp`` ``ok_by_invoke``: where their
+        scans start. ``observers_only``: the node follows an info op, so only
+        ops that observe ``state`` may go next."""
         by_complete, by_invoke, ops = self.ok_by_complete, self.ok_by_invoke, self.ops
         while rp < len(by_complete) and bits >> by_complete[rp] & 1:
             rp += 1
@@ -274,27 +300,36 @@ class _Search:
         while cp < len(by_invoke) and bits >> by_invoke[cp] & 1:
             cp += 1
         horizon = ops[by_complete[rp]].complete
+        observes = self.observes
         cands: list[int] = []
         for i in by_invoke[cp:]:
             if ops[i].invoke > horizon:
                 break
-            if not bits >> i & 1:
+            if not bits >> i & 1 and (not observers_only or state in observes[i]):
                 cands.append(i)
         kinds: set[tuple[str, Any]] = set()
         for i in self.info_by_invoke:
             if ops[i].invoke > horizon:
                 break
-            if not bits >> i & 1 and self.info_kind[i] not in kinds:
+            if (
+                not bits >> i & 1
+                and self.info_kind[i] not in kinds
+                and (not observers_only or state in observes[i])
+            ):
                 kinds.add(self.info_kind[i])
                 cands.append(i)
-        return [bits, state, rp, cp, cands, 0, via]
+        return [bits, state, rp, cp, cands, 0, via, observers_only]
 
     def run(self) -> Verdict:
         ops, transitions, bit, seen = self.ops, self.transitions, self.bit, self.seen
         max_states = self.budget.max_states
+        info_mask = self.info_mask
+        ok_mask = ~info_mask
+        is_ok = [op.outcome == "ok" for op in ops]
         state0 = self.model.initial()
-        self.seen.add((0, state0))
-        root = self._frame(0, state0, 0, 0, -1)
+        seen[(0, state0, False)] = [0]
+        self.states = 1
+        root = self._frame(0, state0, 0, 0, -1, False)
         if root is None:
             return "valid"
         stack = [root]
@@ -303,7 +338,8 @@ class _Search:
             frame = stack[-1]
             cands = frame[4]
             if frame[5] == len(cands):
-                self._note_dead_end(stack)
+                if not frame[7]:  # a restricted node's options would mislead the reader
+                    self._note_dead_end(stack)
                 stack.pop()
                 continue
             i = cands[frame[5]]
@@ -312,23 +348,37 @@ class _Search:
             if steps % _CLOCK_EVERY == 0 and time.monotonic() > self.deadline:
                 self.reason = (
                     f"time budget of {self.budget.time_limit} s ran out after "
-                    f"{len(self.seen)} states ({len(ops)} ops)"
+                    f"{self.states} states ({len(ops)} ops)"
                 )
                 return "unknown"
             state = transitions[i](frame[1])
             if state is ILLEGAL:
                 continue
             bits = frame[0] | bit[i]
-            memo_key = (bits, state)
-            if memo_key in seen:
+            observers_only = not is_ok[i]
+            ok_bits = bits & ok_mask
+            info_bits = bits & info_mask
+            memo_key = (ok_bits, state, observers_only)
+            explored = seen.get(memo_key)
+            if observers_only:
+                freer = seen.get((ok_bits, state, False))
+                if freer is not None and any(e & ~info_bits == 0 for e in freer):
+                    continue
+            if explored is None:
+                seen[memo_key] = [info_bits]
+            elif any(e & ~info_bits == 0 for e in explored):
                 continue
-            seen.add(memo_key)
-            if len(seen) > max_states:
+            else:
+                # keep the list short: sets that include this one are dominated now
+                explored[:] = [e for e in explored if info_bits & ~e]
+                explored.append(info_bits)
+            self.states += 1
+            if self.states > max_states:
                 self.reason = (
                     f"state budget of {self.budget.max_states} states ran out ({len(ops)} ops)"
                 )
                 return "unknown"
-            child = self._frame(bits, state, frame[2], frame[3], i)
+            child = self._frame(bits, state, frame[2], frame[3], i, observers_only)
             if child is None:
                 return "valid"
             stack.append(child)

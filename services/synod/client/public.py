@@ -34,7 +34,7 @@ import grpc.aio
 
 from synod.etcd.etcdserverpb import rpc_pb2
 from synod.etcd.mvccpb import kv_pb2
-from synod.router.ring import Member, Ring, RingParams
+from synod.router.ring import Ring, SlotTable
 from synod.router.v1 import router_pb2, router_pb2_grpc
 
 from .errors import EtcdError, Unavailable, map_rpc_error
@@ -329,20 +329,13 @@ class Lock:
 
 
 def ring_from_state(state: router_pb2.RingState) -> Ring | None:
-    """A local `Ring` equal to the router's (None for an empty ring)."""
-    if not state.members:
+    """A local `Ring` equal to the router's (None for an empty ring).
+
+    The router sends its stored slot table; decoding it checks its checksum.
+    """
+    if not state.table:
         return None
-    p = state.params
-    return Ring(
-        [Member(m.id, m.weight or 1) for m in state.members],
-        RingParams(
-            slots=p.slots,
-            key_seed=p.key_seed,
-            member_seed=p.member_seed,
-            slot_seed=p.slot_seed,
-            replicas=p.replicas,
-        ),
-    )
+    return Ring(SlotTable.decode(state.table))
 
 
 class RouterView:

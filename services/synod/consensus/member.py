@@ -40,6 +40,7 @@ from synod.consensus.raft import (
 )
 from synod.consensus.state import ConsensusState, MemberInfo
 from synod.consensus.storage import MemberStorage
+from synod.consensus.storage.bootstrap import read_bootstrap_voters, write_bootstrap_voters
 from synod.consensus.transport import GRPC_OPTIONS, RaftServicer, Transport
 from synod.consensus.v1 import internal_pb2, internal_pb2_grpc
 from synod.consensus.watch import WatchHub
@@ -100,6 +101,7 @@ class Member:
             for name, mid in c.member_ids().items()
         }
         id_file = os.path.join(c.data_dir, "cluster_id")
+        bootstrap_voters = read_bootstrap_voters(c.data_dir)
         if os.path.exists(id_file):
             with open(id_file) as f:
                 self.cluster_id = int(f.read().strip(), 16)
@@ -109,12 +111,22 @@ class Member:
         with open(id_file + ".tmp", "w") as f:
             f.write(f"{self.cluster_id:x}\n")
         os.replace(id_file + ".tmp", id_file)
+        if bootstrap_voters is None and not hard_state.term and not entries:
+            # First start: every initial member of a new cluster votes; a member
+            # joining an existing cluster knows none and learns the configuration
+            # from the leader's log. Kept on disk: later starts may say "existing".
+            bootstrap_voters = (
+                frozenset(initial) if c.initial_cluster_state == "new" else frozenset()
+            )
+            await loop.run_in_executor(
+                None, write_bootstrap_voters, c.data_dir, bootstrap_voters
+            )
         if snapshot.meta.index == 0:
-            # Before the first snapshot, the configuration at index 0 is the
-            # one the flags describe: every initial member of a new cluster
-            # votes; a member joining an existing cluster knows none and
-            # learns the configuration from the leader's log.
-            voters = frozenset(initial) if c.initial_cluster_state == "new" else frozenset()
+            # Before the first snapshot, the configuration at index 0 is the bootstrap
+            # one (a data dir from before bootstrap_voters existed: what the flags say).
+            voters = bootstrap_voters
+            if voters is None:
+                voters = frozenset(initial) if c.initial_cluster_state == "new" else frozenset()
             snapshot = Snapshot(SnapshotMeta(0, 0, ConfState(voters)))
         self.state = ConsensusState(initial, min_lease_ttl=min_ttl_seconds(c.election_timeout_ms))
         self.lessor.attach(self.state)

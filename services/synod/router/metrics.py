@@ -32,7 +32,7 @@ class RouterMetrics:
         )
         self.rebuild_seconds = Histogram(
             "synod_router_ring_rebuild_seconds",
-            "Time to build one ring's placement table",
+            "Time to decode one ring's stored slot table and build its lookup structure",
             buckets=_REBUILD_BUCKETS,
             registry=r,
         )
@@ -57,6 +57,19 @@ class RouterMetrics:
             "synod_router_bounded_load_skips",
             "Forwarded calls not sent to a preferred member because it was over the "
             "bounded-load capacity, by the skipped backend",
+            ["ring", "backend"],
+            registry=r,
+        )
+        self.table_writes = Counter(
+            "synod_router_table_writes",
+            "Attempts to store a ring's next slot table, by outcome "
+            "(written, lost_race: another replica wrote first, error)",
+            ["ring", "outcome"],
+            registry=r,
+        )
+        self.forward_retries = Counter(
+            "synod_router_forward_retries",
+            "Forwarded calls sent to the next member because the chosen one was unreachable",
             ["ring", "backend"],
             registry=r,
         )

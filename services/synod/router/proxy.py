@@ -15,6 +15,11 @@ replica are counted per ring member; a member is skipped when taking one more ca
 would put it above ``ceil(C * (total in flight in the ring + 1) / members)``, and the
 next member of the key's preference list is tried (Mirrokni, Thorup, Zadimoghaddam,
 "Consistent Hashing with Bounded Loads", 2018). Some member always has room.
+
+Unreachable backends: the call goes to the first of the key's first three members whose
+channel is connected (or connects within a second); calls are never resent after
+they were sent, so a non-idempotent call cannot run twice. UNAVAILABLE names every
+member tried.
 """
 
 from __future__ import annotations
@@ -40,6 +45,9 @@ KEY_BIN_MD = "synod-route-key-bin"
 BACKEND_MD = "synod-backend"
 # Not relayed to the backend: our routing headers and transport-level ones.
 _DROP = frozenset({RING_MD, KEY_MD, KEY_BIN_MD, "user-agent", "te", "content-type"})
+
+TRY_MEMBERS = 3  # members of a key's preference list tried when the first is unreachable
+CONNECT_TIMEOUT = 1.0  # seconds to wait for a backend channel to connect before skipping it
 
 _CHANNEL_OPTIONS = [
     ("grpc.max_receive_message_length", -1),
@@ -121,26 +129,72 @@ class Proxy(grpc.GenericRpcHandler):
             )
         return snap, key, forward
 
-    def choose(self, snap: RingSnapshot, key: bytes) -> MemberRecord:
-        """The key's owner, or with bounded loads the first preferred member with room."""
+    def candidates(self, snap: RingSnapshot, key: bytes) -> list[MemberRecord]:
+        """Members to try for ``key``, best first: its first ``TRY_MEMBERS`` members in
+        preference order, and with bounded loads those with room ahead of those without
+        (then further members with room, if none of the first had any)."""
         ring = snap.ring
         assert ring is not None
-        if not self.bounded_load:
-            return snap.members[ring.lookup(key)]
-        loads = self._inflight.get(snap.name, {})
         n = len(snap.members)
-        total = sum(loads.get(m, 0) for m in snap.members)
-        capacity = math.ceil(self.bounded_load * (total + 1) / n)
-        first = ring.lookup_n(key, min(n, ring.params.replicas))
-        for mid in first:
-            if loads.get(mid, 0) + 1 <= capacity:
-                return snap.members[mid]
-            self.metrics.bounded_load_skips.labels(snap.name, mid).inc()
-        for mid in ring.lookup_n(key, n)[len(first) :]:  # rarely needed: the full ranking
-            if loads.get(mid, 0) + 1 <= capacity:
-                return snap.members[mid]
-            self.metrics.bounded_load_skips.labels(snap.name, mid).inc()
-        return snap.members[first[0]]  # unreachable when C > 1: someone has room
+        prefs = ring.lookup_n(key, min(n, TRY_MEMBERS))
+        if self.bounded_load:
+            loads = self._inflight.get(snap.name, {})
+            total = sum(loads.get(m, 0) for m in snap.members)
+            capacity = math.ceil(self.bounded_load * (total + 1) / n)
+            roomy = [m for m in prefs if loads.get(m, 0) + 1 <= capacity]
+            if not roomy:  # rarely needed: walk the rest of the ranking
+                roomy = [
+                    m for m in ring.lookup_n(key, n)[len(prefs) :] if loads.get(m, 0) < capacity
+                ][:1]
+            for m in prefs:
+                if m not in roomy:
+                    self.metrics.bounded_load_skips.labels(snap.name, m).inc()
+                else:
+                    break
+            prefs = roomy + [m for m in prefs if m not in roomy]
+        return [snap.members[m] for m in prefs]
+
+    def choose(self, snap: RingSnapshot, key: bytes) -> MemberRecord:
+        """The member a call for ``key`` goes to when every member is reachable."""
+        return self.candidates(snap, key)[0]
+
+    async def _reachable(self, member: MemberRecord, timeout: float) -> bool:
+        """Whether ``member``'s channel is (or within ``timeout`` becomes) connected.
+
+        A call is only ever sent on a connected channel, so skipping a member that is
+        not cannot run a call twice; a call that fails after it was sent is not retried.
+        """
+        if not member.address:
+            return False
+        ch = self._channel(member.address)
+        state = ch.get_state(try_to_connect=True)
+        try:
+            async with asyncio.timeout(timeout):
+                while state != grpc.ChannelConnectivity.READY:
+                    if state in (
+                        grpc.ChannelConnectivity.TRANSIENT_FAILURE,
+                        grpc.ChannelConnectivity.SHUTDOWN,
+                    ):
+                        return False
+                    await ch.wait_for_state_change(state)
+                    state = ch.get_state(try_to_connect=True)
+        except TimeoutError:
+            return False
+        return True
+
+    async def _pick(self, snap: RingSnapshot, key: bytes) -> MemberRecord:
+        """The first candidate that is reachable; _Reject(UNAVAILABLE) naming all tried."""
+        tried: list[str] = []
+        for i, member in enumerate(self.candidates(snap, key)):
+            if await self._reachable(member, CONNECT_TIMEOUT):
+                if i:
+                    self.metrics.forward_retries.labels(snap.name, member.id).inc()
+                return member
+            tried.append(f"{member.id!r} at {member.address or '(unknown address)'}")
+        raise _Reject(
+            grpc.StatusCode.UNAVAILABLE,
+            f"no reachable backend for this key in ring {snap.name!r}: tried {', '.join(tried)}",
+        )
 
     def _channel(self, address: str) -> grpc.aio.Channel:
         ch = self._channels.get(address)
@@ -161,7 +215,12 @@ class Proxy(grpc.GenericRpcHandler):
             self.metrics.forward_rejected.labels(r.code.name).inc()
             await context.abort(r.code, r.details)
             return
-        member = self.choose(snap, key)
+        try:
+            member = await self._pick(snap, key)
+        except _Reject as r:
+            self.metrics.forward_rejected.labels(r.code.name).inc()
+            await context.abort(r.code, r.details)
+            return
         self.metrics.lookups.labels(snap.name, "forward").inc()
         remaining = context.time_remaining()
         timeout = remaining if remaining is not None and remaining > 0 else self.default_timeout

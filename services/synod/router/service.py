@@ -39,6 +39,7 @@ log = structlog.get_logger("synod.router")
 
 DEFAULT_TTL = 10
 MAX_TTL = 24 * 3600
+SETTLE_TIMEOUT = 5.0  # Register/Deregister: longest wait for the ring to reflect the change
 MAX_BATCH = 1_000_000
 
 
@@ -60,7 +61,6 @@ def params_pb(p: RingParams) -> router_pb2.RingParams:
         key_seed=p.key_seed,
         member_seed=p.member_seed,
         slot_seed=p.slot_seed,
-        replicas=p.replicas,
         hash=p.hash,
         mix=p.mix,
     )
@@ -129,6 +129,7 @@ class RouterService(router_pb2_grpc.RouterServicer):
             params=params_pb(params),
             revision=rev,
             exists=True,
+            table=snap.table,
         )
 
     # --- membership ------------------------------------------------------------------
@@ -198,6 +199,18 @@ class RouterService(router_pb2_grpc.RouterServicer):
             if lease_id:
                 await self._revoke_quietly(lease_id)
             await self._consensus_error(context, e)
+        # Answer once this replica serves a table that holds the member, so a Lookup
+        # right after Register sees it (the table is written by a router, see membership).
+        in_ring = await d.wait_for(
+            request.ring,
+            lambda snap: (
+                snap is not None
+                and snap.ring is not None
+                and snap.ring.members.get(request.id, None) is not None
+                and snap.ring.members[request.id].weight == weight
+            ),
+            self._settle_timeout(context),
+        )
         log.info(
             "member_registered",
             ring=request.ring,
@@ -205,9 +218,20 @@ class RouterService(router_pb2_grpc.RouterServicer):
             address=request.address,
             lease=f"{lease_id:x}",
             revision=resp.header.revision,
+            in_ring_revision=in_ring,
         )
         return router_pb2.RegisterResponse(
-            lease_id=lease_id, ttl_seconds=granted, revision=resp.header.revision
+            lease_id=lease_id,
+            ttl_seconds=granted,
+            revision=max(resp.header.revision, in_ring or 0),
+        )
+
+    @staticmethod
+    def _settle_timeout(context: grpc.aio.ServicerContext) -> float:
+        """How long Register/Deregister wait for the ring to reflect them."""
+        remaining = context.time_remaining()
+        return (
+            SETTLE_TIMEOUT if remaining is None else max(0.0, min(SETTLE_TIMEOUT, remaining - 0.1))
         )
 
     async def _revoke_quietly(self, lease_id: int) -> None:
@@ -254,9 +278,20 @@ class RouterService(router_pb2_grpc.RouterServicer):
             resp = await self.client.delete(self.directory.member_key(request.ring, request.id))
         except EtcdError as e:
             await self._consensus_error(context, e)
-        log.info("member_deregistered", ring=request.ring, id=request.id, existed=resp.deleted > 0)
+        out_of_ring = await self.directory.wait_for(
+            request.ring,
+            lambda snap: snap is None or snap.ring is None or request.id not in snap.members,
+            self._settle_timeout(context),
+        )
+        log.info(
+            "member_deregistered",
+            ring=request.ring,
+            id=request.id,
+            existed=resp.deleted > 0,
+            out_of_ring_revision=out_of_ring,
+        )
         return router_pb2.DeregisterResponse(
-            existed=resp.deleted > 0, revision=resp.header.revision
+            existed=resp.deleted > 0, revision=max(resp.header.revision, out_of_ring or 0)
         )
 
     # --- placement -------------------------------------------------------------------
