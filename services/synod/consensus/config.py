@@ -105,6 +105,8 @@ class MemberConfig:
     peer_tls: tls.ServerTLS | None = None
     #: how this member dials other members' https:// peer URLs
     peer_client_tls: tls.ClientTLS | None = None
+    #: test-only broken mode: linearizable reads served from local state, no ReadIndex
+    unsafe_local_reads: bool = False
 
     @property
     def election_ticks(self) -> int:
@@ -153,6 +155,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="skip fsync: fast, and loses acknowledged writes on power loss; tests only "
         "[env SYNOD_UNSAFE_NO_FSYNC]",
     )
+    # Deliberately broken, for showing that `synod check` catches stale reads:
+    # hidden from --help so nobody turns it on by browsing the flags.
+    p.add_argument(
+        "--unsafe-local-reads", action="store_const", const="true", default=None,
+        help=argparse.SUPPRESS,
+    )  # fmt: skip
 
 
 def _int(value: str, flag: str, minimum: int = 1) -> int:
@@ -221,6 +229,8 @@ def from_args(
         parse_url(c.health_addr, "--health-addr")
     v = get("--unsafe-no-fsync")
     c.unsafe_no_fsync = v is not None and v.lower() in ("1", "true", "yes", "on")
+    v = get("--unsafe-local-reads")
+    c.unsafe_local_reads = v is not None and v.lower() in ("1", "true", "yes", "on")
     if serving:
         _tls_from(get, c)
     if c.name not in c.initial_cluster:

@@ -214,6 +214,12 @@ class Member:
             log_entries=len(entries),
             term=hard_state.term,
         )
+        if c.unsafe_local_reads:
+            log.critical(
+                "UNSAFE_LOCAL_READS",
+                warning="this member serves linearizable reads from local state without "
+                "ReadIndex: reads can be stale; for testing the checkers only",
+            )
 
     async def _discover_cluster(self) -> tuple[int, dict[int, MemberInfo]]:
         """Ask the other members named in --initial-cluster who is in the cluster."""
@@ -421,6 +427,8 @@ class Member:
 
     async def read_barrier(self, timeout: float) -> None:
         assert self.node is not None
+        if self.config.unsafe_local_reads:
+            return  # the deliberately broken mode (--unsafe-local-reads): no ReadIndex
         await asyncio.wait_for(self.node.read_barrier(), timeout)
 
     def header(self, revision: int | None = None) -> rpc_pb2.ResponseHeader:
