@@ -45,6 +45,7 @@ from synod.consensus.transport import GRPC_OPTIONS, RaftServicer, Transport
 from synod.consensus.v1 import internal_pb2, internal_pb2_grpc
 from synod.consensus.watch import WatchHub
 from synod.etcd.etcdserverpb import rpc_pb2
+from synod.grpc_server import server_options
 from synod.raft.v1 import raft_pb2_grpc
 from synod.tls import ReloadingClientCredentials, ServerTLS
 from synod.tls import mode as tls_mode
@@ -174,7 +175,7 @@ class Member:
         self.node.on_leader_change.append(self._leader_changed)
         self.node.on_applied.append(self._check_state_waiters)
 
-        self.peer_server = grpc.aio.server(options=GRPC_OPTIONS)
+        self.peer_server = grpc.aio.server(options=server_options(*GRPC_OPTIONS))
         raft_pb2_grpc.add_RaftServicer_to_server(RaftServicer(self.transport), self.peer_server)
         from synod.consensus.api.internal import InternalServicer
 
@@ -184,10 +185,10 @@ class Member:
         await self.peer_server.start()
 
         self.client_server = grpc.aio.server(
-            options=[
+            options=server_options(
                 ("grpc.max_receive_message_length", c.max_request_bytes + GRPC_OVERHEAD_BYTES),
                 ("grpc.max_send_message_length", 2**31 - 1),
-            ]
+            )
         )
         self._add_client_services(self.client_server)
         for url in c.listen_client_urls:

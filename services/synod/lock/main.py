@@ -19,6 +19,7 @@ from synod import health_port, tls
 from synod.client.etcd import EtcdClient
 from synod.etcd.v3lockpb import v3lock_pb2_grpc
 from synod.flags import ConfigError, FlagSource, add_flags, parse_endpoints, parse_url
+from synod.grpc_server import server_options
 from synod.lock.core import LockCore
 from synod.lock.service import EtcdLockServicer, LockServicer, Shutdown
 from synod.lock.v1 import lock_pb2_grpc
@@ -128,7 +129,7 @@ async def _serve(cfg: LockConfig) -> int:
     metrics = LockMetrics(core)
     metrics_holder.append(metrics)
     shutdown = Shutdown()
-    server = grpc.aio.server()
+    server = grpc.aio.server(options=server_options())
     lock_pb2_grpc.add_LockServicer_to_server(LockServicer(core, shutdown), server)
     v3lock_pb2_grpc.add_LockServicer_to_server(EtcdLockServicer(core, shutdown), server)
     health_servicer = health.aio.HealthServicer()  # type: ignore[attr-defined]

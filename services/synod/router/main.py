@@ -22,6 +22,7 @@ from grpc_reflection.v1alpha import reflection
 
 from synod import health_port, tls
 from synod.consensus.config import parse_url
+from synod.grpc_server import server_options
 from synod.router import config as router_config
 
 log = structlog.get_logger("synod.router")
@@ -78,10 +79,10 @@ async def serve(cfg: router_config.RouterConfig, stop: asyncio.Event | None = No
     # grpc_health ships its asyncio servicer as health.aio, which has no type stubs.
     health_servicer = health.aio.HealthServicer()  # type: ignore[attr-defined]
     server = grpc.aio.server(
-        options=[
+        options=server_options(
             ("grpc.max_receive_message_length", 64 * 1024 * 1024),
             ("grpc.max_send_message_length", 64 * 1024 * 1024),
-        ]
+        )
     )
     router_pb2_grpc.add_RouterServicer_to_server(RouterService(directory, client, metrics), server)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
