@@ -129,6 +129,36 @@ def _up(args: argparse.Namespace) -> int:
     return run(args)
 
 
+def _check_args(p: argparse.ArgumentParser) -> None:
+    from synod.check.command import add_arguments
+
+    add_arguments(p)
+
+
+@subcommand(
+    "check",
+    help="Jepsen-style run: a cluster under faults, workloads, checkers (docs/reliability.md).",
+    args=_check_args,
+)
+def _check(args: argparse.Namespace) -> int:
+    from synod.check.command import main
+
+    return main(args)
+
+
+def _bench_args(p: argparse.ArgumentParser) -> None:
+    from synod.bench.main import add_arguments
+
+    add_arguments(p)
+
+
+@subcommand("bench", help="Benchmark Synod side by side with etcd here.", args=_bench_args)
+def _bench(args: argparse.Namespace) -> int:
+    from synod.bench.main import run
+
+    return run(args)
+
+
 # --- entry point ----------------------------------------------------------------
 
 

@@ -23,11 +23,14 @@ import grpc
 import grpc.aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from synod.client.channels import open_channel, uses_https
 from synod.client.errors import EtcdError
 from synod.client.etcd import EtcdClient
 from synod.etcd.mvccpb import kv_pb2
+from synod.flags import ConfigError
 from synod.lock.v1 import lock_pb2, lock_pb2_grpc
 from synod.router.v1 import router_pb2, router_pb2_grpc
+from synod.tls import ClientTLS
 
 PROG = "synodctl"
 DEFAULT_ENDPOINTS = "127.0.0.1:2379,127.0.0.1:2381,127.0.0.1:2383"
@@ -82,6 +85,7 @@ class Ctx:
         self.stop = asyncio.Event()
         self._etcd: EtcdClient | None = None
         self._channels: list[grpc.aio.Channel] = []
+        self.credentials = tls_credentials(args)
 
     def out(self, data: object, human: str) -> None:
         print(json.dumps(data, sort_keys=True) if self.json else human, flush=True)
@@ -89,11 +93,13 @@ class Ctx:
     @property
     def etcd(self) -> EtcdClient:
         if self._etcd is None:
-            self._etcd = EtcdClient(split(self.args.endpoints), timeout=self.timeout)
+            self._etcd = EtcdClient(
+                split(self.args.endpoints), timeout=self.timeout, credentials=self.credentials
+            )
         return self._etcd
 
     def channel(self, address: str) -> grpc.aio.Channel:
-        ch = grpc.aio.insecure_channel(address)
+        ch = open_channel(address, self.credentials)
         self._channels.append(ch)
         return ch
 
@@ -130,6 +136,19 @@ class Ctx:
         with contextlib.suppress(asyncio.CancelledError, grpc.aio.AioRpcError):
             await task
         return None
+
+
+def tls_credentials(args: argparse.Namespace) -> grpc.ChannelCredentials | None:
+    """--cacert/--cert/--key (or https:// endpoints): TLS to every service; else None."""
+    # (dest names differ from the flags: `get`/`put` have a positional `key`)
+    tls = ClientTLS(args.tls_cacert or "", args.tls_cert or "", args.tls_key or "")
+    everything = split(args.endpoints) + split(args.lock_endpoints) + split(args.router_endpoints)
+    if not (tls.ca_file or tls.cert_file or tls.key_file or uses_https(everything)):
+        return None
+    try:
+        return tls.check("--cacert", "--cert", "--key").credentials()
+    except ConfigError as e:
+        raise CtlError(str(e)) from None
 
 
 def split(endpoints: str) -> list[str]:
@@ -515,6 +534,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--router-endpoints", default=env("SYNOD_ROUTER_ENDPOINTS", DEFAULT_ROUTER_ENDPOINTS),
         help="router replicas [env SYNOD_ROUTER_ENDPOINTS]",
+    )  # fmt: skip
+    # etcdctl's names, so the same three files serve both tools.
+    p.add_argument(
+        "--cacert", metavar="FILE", default=env("SYNOD_CACERT"), dest="tls_cacert",
+        help="CA (PEM) the services' certificates are signed by: TLS [env SYNOD_CACERT]",
+    )  # fmt: skip
+    p.add_argument(
+        "--cert", metavar="FILE", default=env("SYNOD_CERT"), dest="tls_cert",
+        help="client certificate (PEM) for mutual TLS [env SYNOD_CERT]",
+    )  # fmt: skip
+    p.add_argument(
+        "--key", metavar="FILE", default=env("SYNOD_KEY"), dest="tls_key",
+        help="private key (PEM) of --cert [env SYNOD_KEY]",
     )  # fmt: skip
     p.add_argument("-o", "--output", choices=["table", "json"], default="table")
     p.add_argument("--timeout", type=float, default=5.0, help="seconds per call (default 5)")

@@ -9,6 +9,10 @@ table, and then watches: a process that exits is reported at once. Ctrl-C
 Ports, from --base-port B (default 2379): member i (1..3) serves clients on
 B + 2(i-1) and peers on B + 2(i-1) + 1; lock replicas on B + 6 and B + 7;
 router replicas on B + 8 and B + 9.
+
+With --tls every port speaks mutual TLS: a throwaway CA and certificates for
+127.0.0.1 are made afresh in DATA/tls/ at each start (synod.devcerts, which
+needs the `cryptography` package), and the printed commands use them.
 """
 
 from __future__ import annotations
@@ -27,6 +31,50 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from synod.etcd.etcdserverpb import rpc_pb2, rpc_pb2_grpc
+from synod.tls import ClientTLS
+
+
+@dataclass(frozen=True)
+class UpTLS:
+    """The files `synod up --tls` makes: one CA, a server and a client certificate."""
+
+    ca_file: str
+    cert_file: str  # every server's certificate, also the peers' and lock/router's client one
+    key_file: str
+    client_cert_file: str  # for synodctl, etcdctl and the health checks here
+    client_key_file: str
+
+    @classmethod
+    def make(cls, directory: Path) -> UpTLS:
+        from synod.devcerts import new_authority
+
+        ca = new_authority(directory, "synod-up")
+        server = ca.issue("server", hosts=["127.0.0.1", "localhost"])
+        client = ca.issue("client", server=False)
+        return cls(ca.ca_file, server.cert_file, server.key_file, client.cert_file, client.key_file)
+
+    def server_flags(self, prefix: str = "") -> list[str]:
+        return [
+            f"--{prefix}cert-file", self.cert_file,
+            f"--{prefix}key-file", self.key_file,
+            f"--{prefix}trusted-ca-file", self.ca_file,
+        ]  # fmt: skip
+
+    def endpoint_flags(self) -> list[str]:
+        return [
+            "--endpoints-ca-file", self.ca_file,
+            "--endpoints-cert-file", self.cert_file,
+            "--endpoints-key-file", self.key_file,
+        ]  # fmt: skip
+
+    def client_flags(self) -> str:
+        """etcdctl's and synodctl's spelling."""
+        return (
+            f"--cacert {self.ca_file} --cert {self.client_cert_file} --key {self.client_key_file}"
+        )
+
+    def credentials(self) -> grpc.ChannelCredentials:
+        return ClientTLS(self.ca_file, self.client_cert_file, self.client_key_file).credentials()
 
 
 @dataclass
@@ -39,6 +87,8 @@ class Proc:
     popen: subprocess.Popen[bytes] | None = None
     reported_dead: bool = False
     extra: dict[str, str] = field(default_factory=dict)
+    #: how the health checks here dial it (None: plaintext)
+    credentials: grpc.ChannelCredentials | None = None
 
     @property
     def address(self) -> str:
@@ -57,6 +107,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="do not start the router replicas",
     )
+    p.add_argument(
+        "--tls",
+        action="store_true",
+        help="mutual TLS everywhere, with a throwaway CA made in DATA_DIR/tls "
+        "(needs the cryptography package: pip install 'synod[devcerts]')",
+    )
 
 
 def port_free(port: int) -> bool:
@@ -69,21 +125,24 @@ def port_free(port: int) -> bool:
     return True
 
 
-def plan(base: int, data: Path, with_router: bool) -> list[Proc]:
+def plan(base: int, data: Path, with_router: bool, tls: UpTLS | None = None) -> list[Proc]:
     py = [sys.executable, "-m", "synod"]
+    scheme = "https" if tls is not None else "http"
     members = [(f"m{i}", base + 2 * (i - 1), base + 2 * (i - 1) + 1) for i in (1, 2, 3)]
-    cluster = ",".join(f"{n}=http://127.0.0.1:{peer}" for n, _, peer in members)
-    endpoints = ",".join(f"127.0.0.1:{c}" for _, c, _ in members)
+    cluster = ",".join(f"{n}={scheme}://127.0.0.1:{peer}" for n, _, peer in members)
+    endpoints = ",".join(f"{scheme}://127.0.0.1:{c}" for _, c, _ in members)
+    member_tls = tls.server_flags() + tls.server_flags("peer-") if tls is not None else []
+    service_tls = tls.server_flags() + tls.endpoint_flags() if tls is not None else []
     procs = []
     for name, client, peer in members:
         procs.append(
             Proc(
                 "consensus", name, client,
                 [*py, "consensus", "--name", name, "--data-dir", str(data / name),
-                 "--listen-client-urls", f"http://127.0.0.1:{client}",
-                 "--listen-peer-urls", f"http://127.0.0.1:{peer}",
-                 "--initial-advertise-peer-urls", f"http://127.0.0.1:{peer}",
-                 "--initial-cluster", cluster],
+                 "--listen-client-urls", f"{scheme}://127.0.0.1:{client}",
+                 "--listen-peer-urls", f"{scheme}://127.0.0.1:{peer}",
+                 "--initial-advertise-peer-urls", f"{scheme}://127.0.0.1:{peer}",
+                 "--initial-cluster", cluster, *member_tls],
                 data / f"{name}.log",
                 extra={"peer": f"127.0.0.1:{peer}"},
             )
@@ -92,7 +151,8 @@ def plan(base: int, data: Path, with_router: bool) -> list[Proc]:
         procs.append(
             Proc(
                 "lock", f"lock{i}", port,
-                [*py, "lock", "--listen", f"127.0.0.1:{port}", "--endpoints", endpoints],
+                [*py, "lock", "--listen", f"127.0.0.1:{port}", "--endpoints", endpoints,
+                 *service_tls],
                 data / f"lock{i}.log",
             )
         )  # fmt: skip
@@ -101,16 +161,27 @@ def plan(base: int, data: Path, with_router: bool) -> list[Proc]:
             procs.append(
                 Proc(
                     "router", f"router{i}", port,
-                    [*py, "router", "--listen", f"127.0.0.1:{port}", "--endpoints", endpoints],
+                    [*py, "router", "--listen", f"127.0.0.1:{port}", "--endpoints", endpoints,
+                     *service_tls],
                     data / f"router{i}.log",
                 )
             )  # fmt: skip
+    if tls is not None:
+        creds = tls.credentials()
+        for p in procs:
+            p.credentials = creds
     return procs
+
+
+def _channel(p: Proc) -> grpc.Channel:
+    if p.credentials is not None:
+        return grpc.secure_channel(p.address, p.credentials)
+    return grpc.insecure_channel(p.address)
 
 
 def healthy(p: Proc, timeout: float = 1.0) -> bool:
     try:
-        with grpc.insecure_channel(p.address) as ch:
+        with _channel(p) as ch:
             r = health_pb2_grpc.HealthStub(ch).Check(
                 health_pb2.HealthCheckRequest(), timeout=timeout
             )
@@ -121,7 +192,7 @@ def healthy(p: Proc, timeout: float = 1.0) -> bool:
 
 def consensus_role(p: Proc) -> str:
     try:
-        with grpc.insecure_channel(p.address) as ch:
+        with _channel(p) as ch:
             st = rpc_pb2_grpc.MaintenanceStub(ch).Status(rpc_pb2.StatusRequest(), timeout=5)
     except grpc.RpcError:
         return "unreachable"
@@ -148,7 +219,25 @@ def run(args: argparse.Namespace) -> int:
         shutil.rmtree(data)
     data.mkdir(parents=True, exist_ok=True)
     with_router = not args.no_router
-    procs = plan(args.base_port, data, with_router)
+    # Member ids come from peer URLs, whose scheme TLS changes: a data directory
+    # made one way cannot be started the other.
+    mode_file = data / "mode"
+    mode = "tls" if args.tls else "plaintext"
+    if mode_file.exists() and mode_file.read_text().strip() != mode:
+        print(
+            f"synod up: {data} was made {mode_file.read_text().strip()}; start it the same way, "
+            f"or use --clean or another --data-dir for {mode}",
+            file=sys.stderr,
+        )
+        return 2
+    tls: UpTLS | None = None
+    if args.tls:
+        try:
+            tls = UpTLS.make(data / "tls")
+        except RuntimeError as e:
+            print(f"synod up: --tls: {e}", file=sys.stderr)
+            return 2
+    procs = plan(args.base_port, data, with_router, tls)
     taken = [
         port
         for p in procs
@@ -171,6 +260,7 @@ def run(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGTERM, stop)
+    mode_file.write_text(mode + "\n")
     for p in procs:
         with open(p.log, "ab") as log:
             p.popen = subprocess.Popen(
@@ -197,15 +287,25 @@ def run(args: argparse.Namespace) -> int:
     if not stopping:
         endpoints = ",".join(p.address for p in procs if p.kind == "consensus")
         locks = ",".join(p.address for p in procs if p.kind == "lock")
+        routers = ",".join(p.address for p in procs if p.kind == "router")
+        certs = f" {tls.client_flags()}" if tls is not None else ""
+        synodctl = (
+            f"  synodctl --endpoints {endpoints} --lock-endpoints {locks}"
+            + (f" --router-endpoints {routers}" if routers else "")
+            + f"{certs} status\n"
+        )
+        if tls is not None:
+            endpoints = ",".join(f"https://{p.address}" for p in procs if p.kind == "consensus")
         print("synod up: all healthy\n")
         print(table(procs))
         print(
             "\nNext steps:\n"
-            f"  ETCDCTL_API=3 etcdctl --endpoints={endpoints} put hello world\n"
-            f"  ETCDCTL_API=3 etcdctl --endpoints={endpoints} endpoint status -w table\n"
-            f"  ETCDCTL_API=3 etcdctl --endpoints={endpoints} lock mylock   # held until Ctrl-C\n"
+            f"  ETCDCTL_API=3 etcdctl --endpoints={endpoints}{certs} put hello world\n"
+            f"  ETCDCTL_API=3 etcdctl --endpoints={endpoints}{certs} endpoint status -w table\n"
+            f"  ETCDCTL_API=3 etcdctl --endpoints={endpoints}{certs} lock mylock   # until Ctrl-C\n"
             f"  lock service (synod.lock.v1.Lock) at {locks}\n"
-            "Ctrl-C stops everything.",
+            + synodctl
+            + "Ctrl-C stops everything.",
             flush=True,
         )
     while not stopping:

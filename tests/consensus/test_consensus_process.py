@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 import os
+import queue
 import signal
 import subprocess
 import sys
+import time
 import urllib.request
 from pathlib import Path
 
@@ -208,3 +210,31 @@ def test_unknown_peer_is_refused(cluster: LocalCluster) -> None:
         assert ei.value.code() == grpc.StatusCode.PERMISSION_DENIED
         assert "not in this cluster" in (ei.value.details() or "")
     assert os.path.exists(m.data_dir)
+
+
+def test_keepalive_pings_of_an_idle_watch_are_accepted(cluster: LocalCluster) -> None:
+    """A client that pings every 6 s keeps an idle Watch stream: gRPC's default server
+    policy (one ping per 5 minutes without data) would answer the third ping with
+    GOAWAY too_many_pings and break the stream — it did, every ~100 s, to every watch
+    of the lock and router services. The 20 s idle period is the scenario itself."""
+    m = cluster.members[0]
+    options = [
+        ("grpc.keepalive_time_ms", 6_000),
+        ("grpc.keepalive_timeout_ms", 2_000),
+        ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.http2.max_pings_without_data", 0),
+    ]
+    with grpc.insecure_channel(m.endpoint, options=options) as ch:
+        requests: queue.SimpleQueue[rpc_pb2.WatchRequest | None] = queue.SimpleQueue()
+        requests.put(
+            rpc_pb2.WatchRequest(create_request=rpc_pb2.WatchCreateRequest(key=b"idle-watch"))
+        )
+        stream = rpc_pb2_grpc.WatchStub(ch).Watch(iter(requests.get, None), timeout=60)
+        assert next(stream).created
+        time.sleep(20)  # idle: three keepalive pings without data
+        with grpc.insecure_channel(m.endpoint) as writer:
+            rpc_pb2_grpc.KVStub(writer).Put(rpc_pb2.PutRequest(key=b"idle-watch", value=b"v"))
+        event = next(stream)
+        assert [e.kv.value for e in event.events] == [b"v"]
+        requests.put(None)
+        stream.cancel()

@@ -5,6 +5,10 @@ member with data under a temporary directory, and waits on conditions (with
 deadlines) rather than sleeping. Member logs go to files next to their data,
 and are printed when a wait fails, so a failing test shows what the members
 said.
+
+With `tls=` (tls_files.TLSFiles) every member serves its client API and peers
+over mutual TLS on https:// URLs, and the harness dials it with the client
+certificate; a member's own `tls` may differ (a wrong peer certificate).
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from typing import TypeVar
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from ports import free_port, free_ports
+from tls_files import TLSFiles
 from waits import wait_until
 
 from synod.etcd.etcdserverpb import rpc_pb2, rpc_pb2_grpc
@@ -39,10 +44,15 @@ class MemberProc:
     log_path: Path
     proc: subprocess.Popen[bytes] | None = None
     extra_args: list[str] = field(default_factory=list)
+    tls: TLSFiles | None = None
+
+    @property
+    def scheme(self) -> str:
+        return "https" if self.tls is not None else "http"
 
     @property
     def client_url(self) -> str:
-        return f"http://127.0.0.1:{self.client_port}"
+        return f"{self.scheme}://127.0.0.1:{self.client_port}"
 
     @property
     def endpoint(self) -> str:
@@ -50,12 +60,14 @@ class MemberProc:
 
     @property
     def peer_url(self) -> str:
-        return f"http://127.0.0.1:{self.peer_port}"
+        return f"{self.scheme}://127.0.0.1:{self.peer_port}"
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
     def channel(self) -> grpc.Channel:
+        if self.tls is not None:
+            return grpc.secure_channel(self.endpoint, self.tls.client_credentials())
         return grpc.insecure_channel(self.endpoint)
 
     def kv(self) -> rpc_pb2_grpc.KVStub:
@@ -83,11 +95,13 @@ def etcdctl(
 ) -> subprocess.CompletedProcess[str]:
     """Run the real etcdctl (v3 API) against the cluster; fail with its stderr and the logs."""
     env = dict(os.environ, ETCDCTL_API="3")
+    tls = cluster.tls.etcdctl_flags() if cluster.tls is not None else []
     p = subprocess.run(
         [
             "etcdctl",
             f"--endpoints={endpoints or cluster.endpoints}",
             "--command-timeout=10s",
+            *tls,
             *args,
         ],
         input=stdin,
@@ -109,8 +123,10 @@ class LocalCluster:
         extra_args: list[str] | None = None,
         heartbeat_ms: int = 50,
         election_ms: int = 500,
+        tls: TLSFiles | None = None,
     ):
         self.base_dir = base_dir
+        self.tls = tls
         self.extra_args = list(extra_args or [])
         self.heartbeat_ms = heartbeat_ms
         self.election_ms = election_ms
@@ -122,6 +138,7 @@ class LocalCluster:
                 peer_port=ports[2 * i + 1],
                 data_dir=base_dir / f"m{i + 1}",
                 log_path=base_dir / f"m{i + 1}.log",
+                tls=tls,
             )
             for i in range(size)
         ]
@@ -132,6 +149,9 @@ class LocalCluster:
 
     @property
     def endpoints(self) -> str:
+        """host:port of every member (https:// ones when the cluster runs TLS)."""
+        if self.tls is not None:
+            return ",".join(m.client_url for m in self.members)
         return ",".join(m.endpoint for m in self.members)
 
     def args_for(self, m: MemberProc) -> list[str]:
@@ -145,6 +165,7 @@ class LocalCluster:
             "--initial-cluster", self.initial_cluster,
             "--heartbeat-interval", str(self.heartbeat_ms),
             "--election-timeout", str(self.election_ms),
+            *(m.tls.server_flags() + m.tls.peer_flags() if m.tls is not None else []),
             *self.extra_args,
             *m.extra_args,
         ]  # fmt: skip
@@ -159,6 +180,7 @@ class LocalCluster:
             data_dir=self.base_dir / name,
             log_path=self.base_dir / f"{name}.log",
             extra_args=["--initial-cluster-state", "existing"],
+            tls=self.tls,
         )
         self.members.append(m)
         return m

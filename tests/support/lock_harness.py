@@ -39,6 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from etcd_harness import EtcdCluster  # noqa: E402
 from ports import free_port  # noqa: E402
 from synod_backend import SynodCluster  # noqa: E402
+from tls_files import TLSFiles  # noqa: E402
 from waits import wait_for  # noqa: E402
 
 from synod.client.errors import DeadlineExceeded, EtcdError, Unavailable  # noqa: E402
@@ -97,6 +98,9 @@ class LockReplica:
     endpoints: list[str]
     namespace: str = ""
     proc: subprocess.Popen[bytes] | None = None
+    #: serve mutual TLS and dial the consensus service with the client certificate
+    tls: TLSFiles | None = None
+    extra_args: list[str] = field(default_factory=list)
     _channel: grpc.Channel | None = field(default=None, repr=False)
 
     @property
@@ -112,6 +116,9 @@ class LockReplica:
         ]  # fmt: skip
         if self.namespace:
             args += ["--namespace", self.namespace]
+        if self.tls is not None:
+            args += self.tls.server_flags() + self.tls.endpoint_flags()
+        args += self.extra_args
         with open(self.log_path, "ab") as log:
             env = dict(os.environ, PYTHONUNBUFFERED="1")
             self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=env)
@@ -119,15 +126,20 @@ class LockReplica:
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
+    def new_channel(self) -> grpc.Channel:
+        if self.tls is not None:
+            return grpc.secure_channel(self.address, self.tls.client_credentials())
+        return grpc.insecure_channel(self.address)
+
     def serving(self) -> bool:
-        with grpc.insecure_channel(self.address) as ch:
+        with self.new_channel() as ch:
             r = health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(), timeout=1)
             return bool(r.status == health_pb2.HealthCheckResponse.SERVING)
 
     def stub(self) -> lock_pb2_grpc.LockStub:
         """A blocking stub (for simple checks from the test thread)."""
         if self._channel is None:
-            self._channel = grpc.insecure_channel(self.address)
+            self._channel = self.new_channel()
         return lock_pb2_grpc.LockStub(self._channel)
 
     def metric(self, name: str) -> float:

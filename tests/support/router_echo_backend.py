@@ -104,10 +104,22 @@ async def main(argv: list[str] | None = None) -> int:
     p.add_argument("--ring", default="echo")
     p.add_argument("--ttl", type=int, default=2)
     p.add_argument("--weight", type=int, default=1)
+    # mutual TLS on the backend's port (the router then forwards with --backend-*-file)
+    p.add_argument("--cert-file", default="")
+    p.add_argument("--key-file", default="")
+    p.add_argument("--trusted-ca-file", default="")
     a = p.parse_args(argv)
     server = grpc.aio.server()
     server.add_generic_rpc_handlers((Echo(a.id),))
-    port = server.add_insecure_port(f"127.0.0.1:{a.port}")
+    if a.cert_file:
+        creds = grpc.ssl_server_credentials(
+            [(open(a.key_file, "rb").read(), open(a.cert_file, "rb").read())],
+            root_certificates=open(a.trusted_ca_file, "rb").read(),
+            require_client_auth=True,
+        )
+        port = server.add_secure_port(f"127.0.0.1:{a.port}", creds)
+    else:
+        port = server.add_insecure_port(f"127.0.0.1:{a.port}")
     await server.start()
     lease_id, ttl = 0, 0
     if a.router:

@@ -28,6 +28,7 @@ import pytest
 from cluster_harness import LocalCluster, free_port, wait_until
 from etcd_harness import ETCD_BIN, EtcdCluster
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from tls_files import TLSFiles
 
 from synod.router.v1 import router_pb2, router_pb2_grpc
 
@@ -45,6 +46,8 @@ class RouterProc:
     port: int = field(default_factory=free_port)
     metrics_port: int = field(default_factory=free_port)
     proc: subprocess.Popen[bytes] | None = None
+    #: serve mutual TLS and dial the consensus service with the client certificate
+    tls: TLSFiles | None = None
     _channel: grpc.Channel | None = None
 
     @property
@@ -58,6 +61,7 @@ class RouterProc:
             "--endpoints", ",".join(self.endpoints),
             "--namespace", "test",
             "--metrics-addr", f"127.0.0.1:{self.metrics_port}",
+            *(self.tls.server_flags() + self.tls.endpoint_flags() if self.tls else []),
             *self.extra_args,
         ]  # fmt: skip
         with open(self.log_path, "ab") as log:
@@ -74,7 +78,10 @@ class RouterProc:
 
     def channel(self) -> grpc.Channel:
         if self._channel is None:
-            self._channel = grpc.insecure_channel(self.address)
+            if self.tls is not None:
+                self._channel = grpc.secure_channel(self.address, self.tls.client_credentials())
+            else:
+                self._channel = grpc.insecure_channel(self.address)
         return self._channel
 
     def stub(self) -> router_pb2_grpc.RouterStub:
@@ -148,6 +155,8 @@ class EchoBackend:
     port: int = 0
     lease_id: int = 0
     granted_ttl: int = 0
+    #: serve mutual TLS with the server certificate (register it yourself: router="")
+    tls: TLSFiles | None = None
 
     @property
     def address(self) -> str:
@@ -158,6 +167,7 @@ class EchoBackend:
             sys.executable, str(SUPPORT / "router_echo_backend.py"),
             "--id", self.id, "--ring", self.ring, "--router", self.router,
             "--ttl", str(self.ttl), "--weight", str(self.weight),
+            *(self.tls.server_flags() if self.tls is not None else []),
         ]  # fmt: skip
         self.proc = subprocess.Popen(
             args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=dict(os.environ)

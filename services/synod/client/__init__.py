@@ -10,6 +10,8 @@ See docs/client.md.
 is built on (also used by Synod's lock and router services).
 """
 
+from synod.tls import ClientTLS
+
 from .errors import (
     Cancelled,
     Compacted,
@@ -51,6 +53,7 @@ __all__ = [
     "KV",
     "Cancelled",
     "Client",
+    "ClientTLS",
     "Compacted",
     "DeadlineExceeded",
     "EtcdError",

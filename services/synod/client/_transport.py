@@ -92,6 +92,9 @@ class Transport:
     ) -> None:
         if isinstance(endpoints, str):
             endpoints = [endpoints]
+        if credentials is None and any(e.strip().lower().startswith("https://") for e in endpoints):
+            # https:// endpoints mean TLS, as for etcd's clients: the system's roots.
+            credentials = grpc.ssl_channel_credentials()
         eps = [normalize_endpoint(e) for e in endpoints]
         if not eps:
             raise ValueError("at least one endpoint is required")

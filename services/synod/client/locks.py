@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import grpc
 
 from synod.client._transport import EOF
+from synod.client.channels import open_channel
 from synod.client.errors import LockLost
 from synod.client.etcd import EtcdClient
 from synod.client.kv import KeyLike, compare_create_revision, op_put
@@ -49,12 +50,20 @@ class HeldLock:
 class LockSession:
     """A lock-service session whose keepalives run in the background."""
 
-    def __init__(self, endpoints: Sequence[str], ttl: int = 10, timeout: float = 10.0):
+    def __init__(
+        self,
+        endpoints: Sequence[str],
+        ttl: int = 10,
+        timeout: float = 10.0,
+        credentials: grpc.ChannelCredentials | None = None,
+    ):
+        """`credentials`: TLS to the replicas (e.g. `synod.tls.ClientTLS(...).credentials()`)."""
         if not endpoints:
             raise ValueError("at least one lock-service endpoint is required")
         self.endpoints = list(endpoints)
         self.ttl = ttl
         self.timeout = timeout
+        self.credentials = credentials
         self.session_id = 0
         self._channel: grpc.aio.Channel | None = None
         self._stub: lock_pb2_grpc.LockStub | None = None
@@ -75,7 +84,7 @@ class LockSession:
             # Calls in flight on it (the keepalive stream, an Acquire) end by
             # themselves; it is closed with the session.
             self._old_channels.append(self._channel)
-        self._channel = grpc.aio.insecure_channel(target)
+        self._channel = open_channel(target, self.credentials)
         self._stub = lock_pb2_grpc.LockStub(self._channel)
         return self._stub
 

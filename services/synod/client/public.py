@@ -36,7 +36,9 @@ from synod.etcd.etcdserverpb import rpc_pb2
 from synod.etcd.mvccpb import kv_pb2
 from synod.router.ring import Ring, SlotTable
 from synod.router.v1 import router_pb2, router_pb2_grpc
+from synod.tls import ClientTLS
 
+from .channels import open_channel, uses_https
 from .errors import EtcdError, Unavailable, map_rpc_error
 from .etcd import EtcdClient
 from .kv import KeyLike, to_bytes
@@ -280,7 +282,12 @@ class Lock:
         endpoints = self._client.lock_endpoints
         if not endpoints:
             raise ValueError("Client(lock_endpoints=...) is required for locks")
-        session = LockSession(endpoints, ttl=self.ttl, timeout=self._client.timeout)
+        session = LockSession(
+            endpoints,
+            ttl=self.ttl,
+            timeout=self._client.timeout,
+            credentials=self._client.credentials,
+        )
         try:
             await _mapped(session.open(), endpoints[0], "OpenSession")
             self._session = session
@@ -415,7 +422,7 @@ class RouterView:
         while True:
             target = endpoints[i % len(endpoints)]
             try:
-                async with grpc.aio.insecure_channel(target) as ch:
+                async with open_channel(target, self._client.credentials) as ch:
                     stub = router_pb2_grpc.RouterStub(ch)
                     call = stub.WatchRing(router_pb2.WatchRingRequest(ring=self.ring))
                     async for state in call:
@@ -469,6 +476,10 @@ class Client:
         lock_endpoints: lock-service replicas (needed for `lock`).
         router_endpoints: router replicas (needed for `router`).
         timeout: deadline in seconds of every call, retries included.
+        tls: TLS to all three services: the CA their certificates are signed by
+            and, for mutual TLS, this client's certificate and key. Without it,
+            https:// endpoints mean TLS verified against the system's roots;
+            otherwise plaintext.
     """
 
     def __init__(
@@ -478,6 +489,7 @@ class Client:
         lock_endpoints: Sequence[str] | str = (),
         router_endpoints: Sequence[str] | str = (),
         timeout: float = 5.0,
+        tls: ClientTLS | None = None,
     ) -> None:
         self.endpoints = _endpoint_list(endpoints)
         if not self.endpoints:
@@ -485,6 +497,12 @@ class Client:
         self.lock_endpoints = _endpoint_list(lock_endpoints)
         self.router_endpoints = _endpoint_list(router_endpoints)
         self.timeout = timeout
+        everything = self.endpoints + self.lock_endpoints + self.router_endpoints
+        if tls is None and uses_https(everything):
+            tls = ClientTLS()
+        self.tls = tls
+        #: the channel credentials every call uses (None: plaintext)
+        self.credentials = tls.credentials() if tls is not None else None
         self._etcd: EtcdClient | None = None
         self._kv: KV | None = None
         self._leases: Leases | None = None
@@ -492,7 +510,9 @@ class Client:
 
     async def open(self) -> Client:
         if self._etcd is None:
-            self._etcd = EtcdClient(self.endpoints, timeout=self.timeout)
+            self._etcd = EtcdClient(
+                self.endpoints, timeout=self.timeout, credentials=self.credentials
+            )
             self._kv = KV(self._etcd)
             self._leases = Leases(self._etcd)
         return self
@@ -738,6 +758,7 @@ class SyncClient:
         lock_endpoints: Sequence[str] | str = (),
         router_endpoints: Sequence[str] | str = (),
         timeout: float = 5.0,
+        tls: ClientTLS | None = None,
     ) -> None:
         self._loop = _Loop()
 
@@ -747,6 +768,7 @@ class SyncClient:
                 lock_endpoints=lock_endpoints,
                 router_endpoints=router_endpoints,
                 timeout=timeout,
+                tls=tls,
             ).open()
 
         try:

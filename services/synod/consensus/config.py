@@ -3,6 +3,15 @@ settable as the environment variable SYNOD_<FLAG_IN_UPPER_SNAKE>.
 
 A flag given on the command line wins over the environment; the environment
 wins over the default.
+
+TLS follows etcd: `--cert-file/--key-file/--trusted-ca-file` for the client
+API, `--peer-cert-file/--peer-key-file/--peer-trusted-ca-file` between members
+(the peer server uses them, and so does the peer transport when it dials
+another member, presenting the same certificate as its client certificate).
+A URL's scheme says whether it is TLS: https:// URLs need the matching
+certificate, and plain http:// URLs are refused while one is given, so a
+member never serves one API both ways (etcd serves http:// listeners
+plaintext beside TLS ones and only warns). See synod.tls and docs/tls.md.
 """
 
 from __future__ import annotations
@@ -12,6 +21,7 @@ import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from synod import health_port, tls
 from synod.flags import ConfigError, FlagSource, add_flags, env_name, parse_url
 
 __all__ = ["ConfigError", "MemberConfig", "add_arguments", "env_name", "from_args", "parse_url"]
@@ -28,9 +38,14 @@ def parse_urls(value: str, flag: str) -> list[str]:
     return urls
 
 
+def is_https(url: str) -> bool:
+    return url.strip().lower().startswith("https://")
+
+
 def normalize_url(url: str) -> str:
+    """`host:port`, `http://host:port/` -> `http://host:port`; https:// keeps its scheme."""
     host, port = parse_url(url, "url")
-    return f"http://{host}:{port}"
+    return f"{'https' if is_https(url) else 'http'}://{host}:{port}"
 
 
 def parse_initial_cluster(value: str) -> dict[str, list[str]]:
@@ -82,7 +97,16 @@ class MemberConfig:
     snapshot_count: int = 10000
     max_request_bytes: int = int(1.5 * MIB)
     metrics_addr: str = ""
+    health_addr: str = ""
     unsafe_no_fsync: bool = False
+    #: the client API's TLS (None: plaintext)
+    client_tls: tls.ServerTLS | None = None
+    #: the peer server's TLS (None: plaintext)
+    peer_tls: tls.ServerTLS | None = None
+    #: how this member dials other members' https:// peer URLs
+    peer_client_tls: tls.ClientTLS | None = None
+    #: test-only broken mode: linearizable reads served from local state, no ReadIndex
+    unsafe_local_reads: bool = False
 
     @property
     def election_ticks(self) -> int:
@@ -115,11 +139,14 @@ _FLAGS: list[tuple[str, str, str]] = [
     ("--snapshot-count", "N", "applied entries between snapshots (default: 10000)"),
     ("--max-request-bytes", "BYTES", "largest client request accepted (default: 1.5 MiB)"),
     ("--metrics-addr", "HOST:PORT", "serve Prometheus metrics over HTTP here (default: off)"),
+    health_port.FLAG,
 ]
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     add_flags(p, _FLAGS)
+    tls.add_server_arguments(p)
+    tls.add_server_arguments(p, "peer-")
     p.add_argument(
         "--unsafe-no-fsync",
         action="store_const",
@@ -128,6 +155,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="skip fsync: fast, and loses acknowledged writes on power loss; tests only "
         "[env SYNOD_UNSAFE_NO_FSYNC]",
     )
+    # Deliberately broken, for showing that `synod check` catches stale reads:
+    # hidden from --help so nobody turns it on by browsing the flags.
+    p.add_argument(
+        "--unsafe-local-reads", action="store_const", const="true", default=None,
+        help=argparse.SUPPRESS,
+    )  # fmt: skip
 
 
 def _int(value: str, flag: str, minimum: int = 1) -> int:
@@ -140,7 +173,11 @@ def _int(value: str, flag: str, minimum: int = 1) -> int:
     return n
 
 
-def from_args(args: argparse.Namespace, environ: Mapping[str, str] | None = None) -> MemberConfig:
+def from_args(
+    args: argparse.Namespace, environ: Mapping[str, str] | None = None, serving: bool = True
+) -> MemberConfig:
+    """The configuration the flags describe; `serving=False` (snapshot restore, which only
+    writes a data directory) skips the TLS settings and the URL schemes they decide."""
     get = FlagSource(args, environ).get
 
     c = MemberConfig()
@@ -187,8 +224,15 @@ def from_args(args: argparse.Namespace, environ: Mapping[str, str] | None = None
     c.metrics_addr = get("--metrics-addr") or ""
     if c.metrics_addr:
         parse_url(c.metrics_addr, "--metrics-addr")
+    c.health_addr = get("--health-addr") or ""
+    if c.health_addr:
+        parse_url(c.health_addr, "--health-addr")
     v = get("--unsafe-no-fsync")
     c.unsafe_no_fsync = v is not None and v.lower() in ("1", "true", "yes", "on")
+    v = get("--unsafe-local-reads")
+    c.unsafe_local_reads = v is not None and v.lower() in ("1", "true", "yes", "on")
+    if serving:
+        _tls_from(get, c)
     if c.name not in c.initial_cluster:
         raise ConfigError(
             f"--initial-cluster does not name this member ({c.name!r}); "
@@ -201,3 +245,33 @@ def from_args(args: argparse.Namespace, environ: Mapping[str, str] | None = None
             f"but --initial-advertise-peer-urls says {mine}"
         )
     return c
+
+
+def _tls_from(get: tls.FlagGetter, c: MemberConfig) -> None:
+    """TLS settings, and URL schemes that agree with them (https:// exactly when TLS is on)."""
+    c.client_tls = tls.server_tls_from(get)
+    c.peer_tls = tls.server_tls_from(get, "peer-")
+    if c.peer_tls is not None:
+        c.peer_client_tls = tls.ClientTLS(
+            c.peer_tls.trusted_ca_file, c.peer_tls.cert_file, c.peer_tls.key_file
+        )
+    checks = [
+        ("--listen-client-urls", c.listen_client_urls, c.client_tls, "--cert-file"),
+        ("--advertise-client-urls", c.advertise_client_urls, c.client_tls, "--cert-file"),
+        ("--listen-peer-urls", c.listen_peer_urls, c.peer_tls, "--peer-cert-file"),
+        (
+            "--initial-advertise-peer-urls",
+            c.initial_advertise_peer_urls,
+            c.peer_tls,
+            "--peer-cert-file",
+        ),
+    ]
+    for flag, urls, server_tls, cert_flag in checks:
+        for url in urls:
+            if is_https(url) and server_tls is None:
+                raise ConfigError(f"{flag}: {url} is https:// but no {cert_flag} is given")
+            if not is_https(url) and server_tls is not None:
+                raise ConfigError(
+                    f"{flag}: {url} is not https:// but {cert_flag} is given: "
+                    "use https:// URLs when TLS is on"
+                )

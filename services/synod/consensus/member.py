@@ -24,7 +24,7 @@ import structlog
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from synod import __version__
+from synod import __version__, health_port
 from synod.consensus.config import MemberConfig, parse_url
 from synod.consensus.leases import Lessor, min_ttl_seconds
 from synod.consensus.membership import Membership
@@ -45,7 +45,10 @@ from synod.consensus.transport import GRPC_OPTIONS, RaftServicer, Transport
 from synod.consensus.v1 import internal_pb2, internal_pb2_grpc
 from synod.consensus.watch import WatchHub
 from synod.etcd.etcdserverpb import rpc_pb2
+from synod.grpc_server import server_options
 from synod.raft.v1 import raft_pb2_grpc
+from synod.tls import ReloadingClientCredentials, ServerTLS
+from synod.tls import mode as tls_mode
 
 log = structlog.get_logger("synod.member")
 
@@ -70,6 +73,7 @@ class Member:
         self.transport: Transport | None = None
         self.client_server: grpc.aio.Server | None = None
         self.peer_server: grpc.aio.Server | None = None
+        self.health_server: grpc.aio.Server | None = None
         # grpc_health ships its asyncio servicer as health.aio, which has no type stubs.
         self.health = health.aio.HealthServicer()  # type: ignore[attr-defined]
         self.started_at = time.monotonic()
@@ -81,6 +85,13 @@ class Member:
         self.lessor = Lessor(self, check_interval=config.heartbeat_interval_ms / 1000)
         self.membership = Membership(self)
         self._leader_channel: tuple[int, grpc.aio.Channel] | None = None
+        # The peer transport, the leader channel and discovery dial with these; made
+        # again when the files change (a renewed peer certificate), per new channel.
+        self._peer_credentials = (
+            ReloadingClientCredentials(config.peer_client_tls)
+            if config.peer_client_tls is not None
+            else None
+        )
         self._state_waiters: list[tuple[Callable[[], bool], asyncio.Future[None]]] = []
 
     # -- start and stop ----------------------------------------------------------------
@@ -156,6 +167,7 @@ class Member:
             report_snapshot=self.node.report_snapshot,
             report_unreachable=self.node.report_unreachable,
             is_member=lambda mid: self.state is not None and mid in self.state.members,
+            credentials=self.peer_credentials,
         )
         self.node.sender = self.transport
         self.state.on_members_changed.append(self._members_changed)
@@ -163,26 +175,28 @@ class Member:
         self.node.on_leader_change.append(self._leader_changed)
         self.node.on_applied.append(self._check_state_waiters)
 
-        self.peer_server = grpc.aio.server(options=GRPC_OPTIONS)
+        self.peer_server = grpc.aio.server(options=server_options(*GRPC_OPTIONS))
         raft_pb2_grpc.add_RaftServicer_to_server(RaftServicer(self.transport), self.peer_server)
         from synod.consensus.api.internal import InternalServicer
 
         internal_pb2_grpc.add_InternalServicer_to_server(InternalServicer(self), self.peer_server)
         for url in c.listen_peer_urls:
-            _bind(self.peer_server, url, "--listen-peer-urls")
+            _bind(self.peer_server, url, "--listen-peer-urls", c.peer_tls)
         await self.peer_server.start()
 
         self.client_server = grpc.aio.server(
-            options=[
+            options=server_options(
                 ("grpc.max_receive_message_length", c.max_request_bytes + GRPC_OVERHEAD_BYTES),
                 ("grpc.max_send_message_length", 2**31 - 1),
-            ]
+            )
         )
         self._add_client_services(self.client_server)
         for url in c.listen_client_urls:
-            _bind(self.client_server, url, "--listen-client-urls")
+            _bind(self.client_server, url, "--listen-client-urls", c.client_tls)
         await self.client_server.start()
         await self.health.set("", health_pb2.HealthCheckResponse.NOT_SERVING)
+        if c.health_addr:
+            self.health_server = await health_port.serve(self.health, c.health_addr)
         if c.metrics_addr:
             host, port = parse_url(c.metrics_addr, "--metrics-addr")
             self.metrics.serve(host, port)
@@ -195,14 +209,22 @@ class Member:
             cluster=f"{self.cluster_id:x}",
             client=c.listen_client_urls,
             peer=c.listen_peer_urls,
+            client_tls=tls_mode(c.client_tls),
+            peer_tls=tls_mode(c.peer_tls),
             restored_index=snapshot.meta.index,
             log_entries=len(entries),
             term=hard_state.term,
         )
+        if c.unsafe_local_reads:
+            log.critical(
+                "UNSAFE_LOCAL_READS",
+                warning="this member serves linearizable reads from local state without "
+                "ReadIndex: reads can be stale; for testing the checkers only",
+            )
 
     async def _discover_cluster(self) -> tuple[int, dict[int, MemberInfo]]:
         """Ask the other members named in --initial-cluster who is in the cluster."""
-        from synod.consensus.transport import grpc_target
+        from synod.consensus.transport import dial
 
         c = self.config
         urls = [u for name, us in c.initial_cluster.items() if name != c.name for u in us]
@@ -210,7 +232,7 @@ class Member:
         last = "no other member in --initial-cluster"
         while time.monotonic() < deadline:
             for url in urls:
-                async with grpc.aio.insecure_channel(grpc_target(url)) as ch:
+                async with dial(url, self.peer_credentials(), options=()) as ch:
                     try:
                         info = await internal_pb2_grpc.InternalStub(ch).ClusterInfo(
                             internal_pb2.ClusterInfoRequest(), timeout=2
@@ -268,6 +290,8 @@ class Member:
             self.watch_hub.close()  # watch clients move to another member now
         if self.client_server is not None:
             await self.client_server.stop(grace=1.0)
+        if self.health_server is not None:
+            await self.health_server.stop(grace=None)
         await self.lessor.stop()
         if node is not None:
             await node.stop()
@@ -337,6 +361,10 @@ class Member:
 
     # -- what the API handlers use -----------------------------------------------------
 
+    def peer_credentials(self) -> grpc.ChannelCredentials | None:
+        """What to dial other members' https:// peer URLs with (None: no peer TLS flags)."""
+        return self._peer_credentials.get() if self._peer_credentials is not None else None
+
     def next_request_id(self) -> int:
         return next(self._ids)
 
@@ -354,12 +382,9 @@ class Member:
         if self._leader_channel is None or self._leader_channel[0] != leader:
             if self._leader_channel is not None:
                 asyncio.ensure_future(self._leader_channel[1].close(None))
-            from synod.consensus.transport import grpc_target
+            from synod.consensus.transport import dial
 
-            self._leader_channel = (
-                leader,
-                grpc.aio.insecure_channel(grpc_target(info.peer_urls[0]), options=GRPC_OPTIONS),
-            )
+            self._leader_channel = (leader, dial(info.peer_urls[0], self.peer_credentials()))
         return internal_pb2_grpc.InternalStub(self._leader_channel[1])
 
     async def propose(self, req: internal_pb2.InternalRequest, timeout: float) -> Any:
@@ -403,6 +428,8 @@ class Member:
 
     async def read_barrier(self, timeout: float) -> None:
         assert self.node is not None
+        if self.config.unsafe_local_reads:
+            return  # the deliberately broken mode (--unsafe-local-reads): no ReadIndex
         await asyncio.wait_for(self.node.read_barrier(), timeout)
 
     def header(self, revision: int | None = None) -> rpc_pb2.ResponseHeader:
@@ -429,11 +456,15 @@ def _cluster_id(config: MemberConfig) -> int:
     return cluster_id(list(config.member_ids().values()))
 
 
-def _bind(server: grpc.aio.Server, url: str, flag: str) -> None:
+def _bind(server: grpc.aio.Server, url: str, flag: str, server_tls: ServerTLS | None) -> None:
+    """Listen on `url`: TLS when it is https:// (config checked the certificate is there)."""
     host, port = parse_url(url, flag)
     addr = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     try:
-        bound = server.add_insecure_port(addr)
+        if server_tls is not None:
+            bound = server.add_secure_port(addr, server_tls.credentials())
+        else:
+            bound = server.add_insecure_port(addr)
     except RuntimeError as e:
         raise OSError(f"{flag}: cannot listen on {url}: {e}") from None
     if bound == 0:

@@ -33,7 +33,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     try:
-        cfg = member_config.from_args(args)
+        cfg = member_config.from_args(args, serving=False)  # https:// peer URLs need no certs
         restore(args.file, cfg)
     except (member_config.ConfigError, backup.BackupFormatError, OSError) as e:
         sys.stderr.write(f"synod snapshot restore: {e}\n")

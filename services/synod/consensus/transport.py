@@ -56,6 +56,25 @@ def grpc_target(url: str) -> str:
     return f"{host}:{port}"
 
 
+def dial(
+    url: str,
+    credentials: grpc.ChannelCredentials | None,
+    options: Sequence[tuple[str, Any]] = GRPC_OPTIONS,
+) -> grpc.aio.Channel:
+    """A channel to another member's peer URL: TLS when it is https://, else plaintext.
+
+    `credentials` are this member's peer credentials (--peer-trusted-ca-file to
+    verify the other member, --peer-cert-file/--peer-key-file presented as our
+    client certificate); without them an https:// peer is verified against the
+    system's roots and we present no certificate.
+    """
+    target = grpc_target(url)
+    if url.strip().lower().startswith("https://"):
+        creds = credentials if credentials is not None else grpc.ssl_channel_credentials()
+        return grpc.aio.secure_channel(target, creds, options=options)
+    return grpc.aio.insecure_channel(target, options=options)
+
+
 class Transport:
     def __init__(
         self,
@@ -66,6 +85,7 @@ class Transport:
         report_unreachable: Callable[[int], None],
         is_member: Callable[[int], bool],
         max_snapshot_bytes: int = 8 * 1024 * 1024 * 1024,
+        credentials: Callable[[], grpc.ChannelCredentials | None] | None = None,
     ):
         self.cluster_id = cluster_id
         self.member_id = member_id
@@ -74,6 +94,8 @@ class Transport:
         self._report_unreachable = report_unreachable
         self._is_member = is_member
         self._max_snapshot_bytes = max_snapshot_bytes
+        #: asked before each new channel (renewed certificates are picked up)
+        self.credentials = credentials or (lambda: None)
         self._peers: dict[int, _PeerSender] = {}
         self._snapshot_tasks: set[asyncio.Task[None]] = set()
 
@@ -148,6 +170,10 @@ async def _aiter(chunks: Iterable[raft_pb2.SnapshotChunk]) -> AsyncIterator[raft
         await asyncio.sleep(0)  # let heartbeats through between chunks
 
 
+class _StreamEnded(Exception):
+    """The peer stream finished while we had nothing to send (its status says why)."""
+
+
 class _PeerSender:
     """One peer's outgoing stream: a queue, a wake-up event and a task."""
 
@@ -163,9 +189,7 @@ class _PeerSender:
 
     def channel(self) -> grpc.aio.Channel:
         if self._channel is None:
-            self._channel = grpc.aio.insecure_channel(
-                grpc_target(self.urls[0]), options=GRPC_OPTIONS
-            )
+            self._channel = dial(self.urls[0], self.t.credentials())
         return self._channel
 
     def enqueue(self, m: Message) -> None:
@@ -183,19 +207,30 @@ class _PeerSender:
         backoff = BACKOFF_MIN
         stub = raft_pb2_grpc.RaftStub(self.channel())
         connected_once = False
+        # Say why a peer cannot be reached, once per reason rather than on every
+        # retry: a refused TLS handshake shows up here and nowhere else (and at
+        # start, "connection refused" comes first while the peer is not up yet).
+        unreachable_because = ""
         while not self._closed:
             call = stub.Stream(wait_for_ready=False)
+            # A call that ends while idle (the peer was not up yet, or went away) wakes
+            # us, so we reconnect now rather than on the next write, which would lose
+            # that write: a lost vote request costs a whole election timeout.
+            call.add_done_callback(lambda _call: self.wake.set())
             try:
                 while True:
-                    if not self.queue:
+                    if not self.queue and not call.done():
                         self.wake.clear()
                         await self.wake.wait()
+                    if call.done():
+                        raise _StreamEnded
                     msgs, self.queue = self.queue, []
                     await call.write(
                         peer_codec.batch_to_proto(self.t.cluster_id, self.t.member_id, msgs)
                     )
                     if not connected_once:
                         connected_once = True
+                        unreachable_because = ""
                         log.info("peer_connected", peer=f"{self.id:x}", url=self.urls[0])
                     backoff = BACKOFF_MIN
             except asyncio.CancelledError:
@@ -204,13 +239,30 @@ class _PeerSender:
             except Exception as e:  # noqa: BLE001 - any failure: drop, report, reconnect
                 # A call that failed before the write raises AioRpcError, one that
                 # finished meanwhile an InvalidStateError or UsageError.
-                code = e.code().name if isinstance(e, grpc.aio.AioRpcError) else type(e).__name__
+                if isinstance(e, grpc.aio.AioRpcError):
+                    code = e.code().name
+                elif isinstance(e, _StreamEnded):
+                    code = (await call.code()).name
+                else:
+                    code = type(e).__name__
                 if connected_once:
                     detail = await _call_outcome(call)
                     log.warning("peer_stream_broken", peer=f"{self.id:x}", code=code, detail=detail)
+                else:
+                    detail = await _call_outcome(call)
+                    if detail != unreachable_because:
+                        unreachable_because = detail
+                        log.warning(
+                            "peer_unreachable",
+                            peer=f"{self.id:x}",
+                            url=self.urls[0],
+                            code=code,
+                            detail=detail,
+                        )
                 connected_once = False
                 call.cancel()
-                self.queue.clear()
+                if not isinstance(e, _StreamEnded):
+                    self.queue.clear()  # stale by the time we are back; Raft resends
                 self.t._report_unreachable(self.id)
                 # Start over on a fresh channel: do not inherit a connection (or
                 # reconnect backoff) that the failure may have left behind.

@@ -15,9 +15,11 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from prometheus_client import CollectorRegistry, Gauge, Histogram, start_http_server
 
+from synod import health_port, tls
 from synod.client.etcd import EtcdClient
 from synod.etcd.v3lockpb import v3lock_pb2_grpc
 from synod.flags import ConfigError, FlagSource, add_flags, parse_endpoints, parse_url
+from synod.grpc_server import server_options
 from synod.lock.core import LockCore
 from synod.lock.service import EtcdLockServicer, LockServicer, Shutdown
 from synod.lock.v1 import lock_pb2_grpc
@@ -29,6 +31,7 @@ _FLAGS = [
     ("--endpoints", "E1,E2,...", "consensus (or etcd) client endpoints"),
     ("--namespace", "PREFIX", "key prefix for every lock (default: none, as etcd's recipe)"),
     ("--metrics-addr", "HOST:PORT", "serve Prometheus metrics over HTTP here"),
+    health_port.FLAG,
 ]
 
 
@@ -38,10 +41,18 @@ class LockConfig:
     endpoints: list[str]
     namespace: str
     metrics_addr: str
+    #: plaintext port with only the health service ("": none)
+    health_addr: str = ""
+    #: the lock API's TLS (None: plaintext)
+    server_tls: tls.ServerTLS | None = None
+    #: how to dial --endpoints (None: plaintext)
+    endpoints_tls: tls.ClientTLS | None = None
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     add_flags(p, _FLAGS)
+    tls.add_server_arguments(p)
+    tls.add_endpoint_arguments(p)
 
 
 def config_from(args: argparse.Namespace, environ: dict[str, str] | None = None) -> LockConfig:
@@ -53,7 +64,18 @@ def config_from(args: argparse.Namespace, environ: dict[str, str] | None = None)
     metrics = get("--metrics-addr") or ""
     if metrics:
         parse_url(metrics, "--metrics-addr")
-    return LockConfig(listen, endpoints, get("--namespace") or "", metrics)
+    health_addr = get("--health-addr") or ""
+    if health_addr:
+        parse_url(health_addr, "--health-addr")
+    return LockConfig(
+        listen,
+        endpoints,
+        get("--namespace") or "",
+        metrics,
+        health_addr=health_addr,
+        server_tls=tls.server_tls_from(get),
+        endpoints_tls=tls.endpoints_tls_from(get, endpoints),
+    )
 
 
 class LockMetrics:
@@ -92,7 +114,10 @@ def run(args: argparse.Namespace) -> int:
 
 
 async def _serve(cfg: LockConfig) -> int:
-    client = EtcdClient(cfg.endpoints)
+    client = EtcdClient(
+        cfg.endpoints,
+        credentials=cfg.endpoints_tls.credentials() if cfg.endpoints_tls is not None else None,
+    )
     metrics_holder: list[LockMetrics] = []
     core = LockCore(
         client,
@@ -104,7 +129,7 @@ async def _serve(cfg: LockConfig) -> int:
     metrics = LockMetrics(core)
     metrics_holder.append(metrics)
     shutdown = Shutdown()
-    server = grpc.aio.server()
+    server = grpc.aio.server(options=server_options())
     lock_pb2_grpc.add_LockServicer_to_server(LockServicer(core, shutdown), server)
     v3lock_pb2_grpc.add_LockServicer_to_server(EtcdLockServicer(core, shutdown), server)
     health_servicer = health.aio.HealthServicer()  # type: ignore[attr-defined]
@@ -118,11 +143,22 @@ async def _serve(cfg: LockConfig) -> int:
     )
     host, port = parse_url(cfg.listen, "--listen")
     try:
-        server.add_insecure_port(f"{host}:{port}")
+        if cfg.server_tls is not None:
+            server.add_secure_port(f"{host}:{port}", cfg.server_tls.credentials())
+        else:
+            server.add_insecure_port(f"{host}:{port}")
     except RuntimeError as e:
         log.error("lock_start_failed", error=f"cannot listen on {cfg.listen}: {e}")
         return 1
     await server.start()
+    health_server = None
+    if cfg.health_addr:
+        try:
+            health_server = await health_port.serve(health_servicer, cfg.health_addr)
+        except OSError as e:
+            log.error("lock_start_failed", error=str(e))
+            await server.stop(grace=None)
+            return 1
     if cfg.metrics_addr:
         mh, mp = parse_url(cfg.metrics_addr, "--metrics-addr")
         start_http_server(mp, addr=mh, registry=metrics.registry)
@@ -131,13 +167,22 @@ async def _serve(cfg: LockConfig) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     health_task = asyncio.create_task(_track_health(client, health_servicer, stop))
-    log.info("lock_started", listen=cfg.listen, endpoints=cfg.endpoints, namespace=cfg.namespace)
+    log.info(
+        "lock_started",
+        listen=cfg.listen,
+        endpoints=cfg.endpoints,
+        namespace=cfg.namespace,
+        tls=tls.mode(cfg.server_tls),
+        endpoints_tls=cfg.endpoints_tls is not None,
+    )
     await stop.wait()
     log.info("lock_stopping")
     core.shutting_down = True
     shutdown.event.set()  # waiters get UNAVAILABLE and retry on another replica
     await health_servicer.enter_graceful_shutdown()
     await server.stop(grace=2.0)
+    if health_server is not None:
+        await health_server.stop(grace=None)
     health_task.cancel()
     await asyncio.gather(health_task, return_exceptions=True)
     await client.close()

@@ -9,6 +9,7 @@ import argparse
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from synod import health_port, tls
 from synod.flags import ConfigError, FlagSource, add_flags, parse_endpoints, parse_url
 
 __all__ = ["ConfigError", "RouterConfig", "add_arguments", "from_args"]
@@ -21,7 +22,14 @@ class RouterConfig:
     namespace: str = "synod"
     bounded_load: float = 0.0  # 0: off; else C > 1
     metrics_addr: str = ""
+    health_addr: str = ""  # plaintext port with only the health service ("": none)
     forward_timeout: float = 30.0  # deadline of a forwarded call when the caller set none
+    #: the Router API's (and proxy's) TLS; None: plaintext
+    server_tls: tls.ServerTLS | None = None
+    #: how to dial --endpoints; None: plaintext
+    endpoints_tls: tls.ClientTLS | None = None
+    #: how to dial the backends calls are forwarded to; None: plaintext
+    backend_tls: tls.ClientTLS | None = None
 
     @property
     def prefix(self) -> str:
@@ -41,11 +49,27 @@ _FLAGS: list[tuple[str, str, str]] = [
     ),
     ("--metrics-addr", "HOST:PORT", "serve Prometheus metrics over HTTP here (default off)"),
     ("--forward-timeout", "SECONDS", "deadline of forwarded calls without one (default 30)"),
+    health_port.FLAG,
+]
+
+
+_BACKEND_FLAGS: list[tuple[str, str, str]] = [
+    (
+        "--backend-ca-file",
+        "FILE",
+        "CA (PEM) the backends' certificates are signed by: forward calls over TLS "
+        "(default: plaintext)",
+    ),
+    ("--backend-cert-file", "FILE", "client certificate (PEM) presented to the backends"),
+    ("--backend-key-file", "FILE", "private key (PEM) of --backend-cert-file"),
 ]
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     add_flags(p, _FLAGS)
+    tls.add_server_arguments(p)
+    tls.add_endpoint_arguments(p)
+    add_flags(p, _BACKEND_FLAGS)
 
 
 def _float(value: str, flag: str) -> float:
@@ -77,9 +101,16 @@ def from_args(args: argparse.Namespace, environ: Mapping[str, str] | None = None
     if (v := get("--metrics-addr")) is not None and v:
         parse_url(v, "--metrics-addr")
         c.metrics_addr = v
+    if (v := get("--health-addr")) is not None and v:
+        parse_url(v, "--health-addr")
+        c.health_addr = v
     if (v := get("--forward-timeout")) is not None:
         t = _float(v, "--forward-timeout")
         if t <= 0:
             raise ConfigError("--forward-timeout: must be > 0")
         c.forward_timeout = t
+    c.server_tls = tls.server_tls_from(get)
+    c.endpoints_tls = tls.endpoints_tls_from(get, c.endpoints)
+    ca, cert, key = (flag for flag, _, _ in _BACKEND_FLAGS)
+    c.backend_tls = tls.client_tls_from(get, ca, cert, key)
     return c

@@ -20,7 +20,9 @@ import structlog
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from synod import health_port, tls
 from synod.consensus.config import parse_url
+from synod.grpc_server import server_options
 from synod.router import config as router_config
 
 log = structlog.get_logger("synod.router")
@@ -62,18 +64,25 @@ async def serve(cfg: router_config.RouterConfig, stop: asyncio.Event | None = No
         loop.add_signal_handler(sig, stop.set)
 
     metrics = RouterMetrics()
-    client = EtcdClient(cfg.endpoints)
+    client = EtcdClient(
+        cfg.endpoints,
+        credentials=cfg.endpoints_tls.credentials() if cfg.endpoints_tls is not None else None,
+    )
     directory = Directory(client, cfg.namespace, metrics)
     proxy = Proxy(
-        directory, metrics, bounded_load=cfg.bounded_load, default_timeout=cfg.forward_timeout
+        directory,
+        metrics,
+        bounded_load=cfg.bounded_load,
+        default_timeout=cfg.forward_timeout,
+        backend_credentials=cfg.backend_tls.credentials() if cfg.backend_tls else None,
     )
     # grpc_health ships its asyncio servicer as health.aio, which has no type stubs.
     health_servicer = health.aio.HealthServicer()  # type: ignore[attr-defined]
     server = grpc.aio.server(
-        options=[
+        options=server_options(
             ("grpc.max_receive_message_length", 64 * 1024 * 1024),
             ("grpc.max_send_message_length", 64 * 1024 * 1024),
-        ]
+        )
     )
     router_pb2_grpc.add_RouterServicer_to_server(RouterService(directory, client, metrics), server)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
@@ -82,7 +91,10 @@ async def serve(cfg: router_config.RouterConfig, stop: asyncio.Event | None = No
     )
     server.add_generic_rpc_handlers((proxy,))  # last: anything not served above is forwarded
     try:
-        bound = server.add_insecure_port(cfg.listen)
+        if cfg.server_tls is not None:
+            bound = server.add_secure_port(cfg.listen, cfg.server_tls.credentials())
+        else:
+            bound = server.add_insecure_port(cfg.listen)
     except RuntimeError as e:
         bound = 0
         log.error("router_listen_failed", listen=cfg.listen, error=str(e))
@@ -94,6 +106,15 @@ async def serve(cfg: router_config.RouterConfig, stop: asyncio.Event | None = No
     await health_servicer.set("", not_serving)
     await health_servicer.set(SERVICE_NAME, not_serving)
     await server.start()
+    health_server = None
+    if cfg.health_addr:
+        try:
+            health_server = await health_port.serve(health_servicer, cfg.health_addr)
+        except OSError as e:
+            log.error("router_listen_failed", listen=cfg.health_addr, error=str(e))
+            await server.stop(grace=None)
+            await client.close()
+            return 1
     if cfg.metrics_addr:
         host, port = parse_url(cfg.metrics_addr, "--metrics-addr")
         metrics.serve(host, port)
@@ -105,6 +126,9 @@ async def serve(cfg: router_config.RouterConfig, stop: asyncio.Event | None = No
         namespace=cfg.namespace,
         bounded_load=cfg.bounded_load or None,
         metrics=cfg.metrics_addr or None,
+        tls=tls.mode(cfg.server_tls),
+        endpoints_tls=cfg.endpoints_tls is not None,
+        backend_tls=cfg.backend_tls is not None,
     )
 
     async def mark_ready() -> None:
@@ -120,6 +144,8 @@ async def serve(cfg: router_config.RouterConfig, stop: asyncio.Event | None = No
     ready_task.cancel()
     await health_servicer.enter_graceful_shutdown()
     await server.stop(grace=2.0)
+    if health_server is not None:
+        await health_server.stop(grace=None)
     await directory.stop()
     await proxy.close()
     await client.close()

@@ -73,8 +73,11 @@ class Proxy(grpc.GenericRpcHandler):
         *,
         bounded_load: float = 0.0,
         default_timeout: float = 30.0,
+        backend_credentials: grpc.ChannelCredentials | None = None,
     ) -> None:
         self.directory = directory
+        #: TLS to every backend (--backend-ca-file ...); None: plaintext
+        self.backend_credentials = backend_credentials
         self.metrics = metrics
         self.bounded_load = bounded_load
         self.default_timeout = default_timeout
@@ -199,9 +202,13 @@ class Proxy(grpc.GenericRpcHandler):
     def _channel(self, address: str) -> grpc.aio.Channel:
         ch = self._channels.get(address)
         if ch is None:
-            ch = self._channels[address] = grpc.aio.insecure_channel(
-                address, options=_CHANNEL_OPTIONS
-            )
+            if self.backend_credentials is not None:
+                ch = grpc.aio.secure_channel(
+                    address, self.backend_credentials, options=_CHANNEL_OPTIONS
+                )
+            else:
+                ch = grpc.aio.insecure_channel(address, options=_CHANNEL_OPTIONS)
+            self._channels[address] = ch
         return ch
 
     # --- relaying ------------------------------------------------------------------------
