@@ -30,7 +30,7 @@ help:
 	@echo "make up      - run a local Synod: 3 consensus members, 2 lock, 2 router replicas"
 	@echo "make sim     - Raft simulation: SEEDS=$(SEEDS) [SEED=n]"
 	@echo "make chaos   - synod check: DURATION=$(DURATION) WORKLOAD=$(WORKLOAD) FAULTS=$(FAULTS) [SEED=n]"
-	@echo "make bench   - Synod vs etcd side by side into $(BENCH_OUT)/ [BENCH_ARGS=--quick]"
+	@echo "make bench   - Synod vs etcd side by side, then router placement quality, into $(BENCH_OUT)/ [BENCH_ARGS=--quick]"
 	@echo "make lint    - ruff + mypy"
 	@echo "make k8s-render - print the rendered Kubernetes manifests [K8S_DIR=deploy/k8s/overlays/tls]"
 	@echo "make image   - docker build deploy/docker/Dockerfile as $(IMAGE) (skips, exit 0, without a Docker engine)"
@@ -94,6 +94,8 @@ up: venv protos deps
 # when it can; without etcd, BENCH_ARGS="--only synod".
 bench: venv protos deps
 	$(BIN)/synod bench --out $(BENCH_OUT) $(BENCH_ARGS)
+	@echo "router placement quality (docs/router.md), 1,000,000 keys:"
+	$(BIN)/python tools/ring_quality.py | tee $(BENCH_OUT)/ring-quality.md
 
 sim: venv protos
 	$(BIN)/python -m synod.consensus.sim --seeds $(SEEDS) $(if $(SEED),--seed $(SEED))

@@ -170,6 +170,10 @@ async def _aiter(chunks: Iterable[raft_pb2.SnapshotChunk]) -> AsyncIterator[raft
         await asyncio.sleep(0)  # let heartbeats through between chunks
 
 
+class _StreamEnded(Exception):
+    """The peer stream finished while we had nothing to send (its status says why)."""
+
+
 class _PeerSender:
     """One peer's outgoing stream: a queue, a wake-up event and a task."""
 
@@ -209,11 +213,17 @@ class _PeerSender:
         unreachable_because = ""
         while not self._closed:
             call = stub.Stream(wait_for_ready=False)
+            # A call that ends while idle (the peer was not up yet, or went away) wakes
+            # us, so we reconnect now rather than on the next write, which would lose
+            # that write: a lost vote request costs a whole election timeout.
+            call.add_done_callback(lambda _call: self.wake.set())
             try:
                 while True:
-                    if not self.queue:
+                    if not self.queue and not call.done():
                         self.wake.clear()
                         await self.wake.wait()
+                    if call.done():
+                        raise _StreamEnded
                     msgs, self.queue = self.queue, []
                     await call.write(
                         peer_codec.batch_to_proto(self.t.cluster_id, self.t.member_id, msgs)
@@ -229,7 +239,12 @@ class _PeerSender:
             except Exception as e:  # noqa: BLE001 - any failure: drop, report, reconnect
                 # A call that failed before the write raises AioRpcError, one that
                 # finished meanwhile an InvalidStateError or UsageError.
-                code = e.code().name if isinstance(e, grpc.aio.AioRpcError) else type(e).__name__
+                if isinstance(e, grpc.aio.AioRpcError):
+                    code = e.code().name
+                elif isinstance(e, _StreamEnded):
+                    code = (await call.code()).name
+                else:
+                    code = type(e).__name__
                 if connected_once:
                     detail = await _call_outcome(call)
                     log.warning("peer_stream_broken", peer=f"{self.id:x}", code=code, detail=detail)
@@ -246,7 +261,8 @@ class _PeerSender:
                         )
                 connected_once = False
                 call.cancel()
-                self.queue.clear()
+                if not isinstance(e, _StreamEnded):
+                    self.queue.clear()  # stale by the time we are back; Raft resends
                 self.t._report_unreachable(self.id)
                 # Start over on a fresh channel: do not inherit a connection (or
                 # reconnect backoff) that the failure may have left behind.
