@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.synod-installed
 SEEDS  ?= 200
 SEED   ?=
-# make chaos: DURATION seconds of faults, WORKLOAD (register,set,watch,mutex or all), SEED
+# make chaos: DURATION seconds of faults, WORKLOAD (register,set,watch,mutex,lease or all), SEED
 DURATION ?= 600
 WORKLOAD ?= all
 FAULTS   ?= all

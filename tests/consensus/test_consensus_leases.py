@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import shutil
+import signal
 import threading
 import time
 
@@ -148,3 +149,47 @@ def test_lease_bad_input(cluster: LocalCluster) -> None:
             leases.LeaseGrant(rpc_pb2.LeaseGrantRequest(TTL=10, ID=77), timeout=5)
         assert ei.value.code() == grpc.StatusCode.FAILED_PRECONDITION
         assert "lease already exists" in (ei.value.details() or "")
+
+
+def test_a_leader_that_lost_its_quorum_does_not_renew_leases(cluster: LocalCluster) -> None:
+    """With both followers stopped, the leader keeps its role until check-quorum deposes
+    it, while the others could elect a new leader that counts the lease from its own
+    promotion. A renewal then would promise a TTL nobody honours: keepalives must wait
+    for a quorum to confirm the leadership (and here get none)."""
+    leader = cluster.leader()
+    followers = [m for m in cluster.members if m is not leader]
+    with grpc.insecure_channel(leader.endpoint) as ch:
+        stub = rpc_pb2_grpc.LeaseStub(ch)
+        lease = stub.LeaseGrant(rpc_pb2.LeaseGrantRequest(TTL=30), timeout=5).ID
+
+        def keepalive(timeout: float) -> rpc_pb2.LeaseKeepAliveResponse:
+            return next(
+                stub.LeaseKeepAlive(
+                    iter([rpc_pb2.LeaseKeepAliveRequest(ID=lease)]), timeout=timeout
+                )
+            )
+
+        assert keepalive(5).TTL == 30
+        for m in followers:
+            assert m.proc is not None
+            m.proc.send_signal(signal.SIGSTOP)
+        try:
+            # Well within the election timeout (500 ms): the leader has not stepped down.
+            with pytest.raises(grpc.RpcError) as err:
+                keepalive(0.3)
+            assert err.value.code() in (
+                grpc.StatusCode.DEADLINE_EXCEEDED,
+                grpc.StatusCode.UNAVAILABLE,
+            )
+        finally:
+            for m in followers:
+                assert m.proc is not None
+                m.proc.send_signal(signal.SIGCONT)
+    cluster.wait_healthy()
+    new_leader = cluster.leader()
+    with grpc.insecure_channel(new_leader.endpoint) as ch:
+        stub = rpc_pb2_grpc.LeaseStub(ch)
+        resp = next(
+            stub.LeaseKeepAlive(iter([rpc_pb2.LeaseKeepAliveRequest(ID=lease)]), timeout=10)
+        )
+        assert resp.TTL == 30

@@ -5,6 +5,10 @@ from __future__ import annotations
 import random
 import socket
 
+from synod.ports import free_loopback_ports as free_ports
+
+__all__ = ["free_base", "free_port", "free_ports"]
+
 
 def free_base(span: int = 10) -> int:
     """A base port with `span` free ports after it.
@@ -29,18 +33,6 @@ def free_base(span: int = 10) -> int:
             for s in socks:
                 s.close()
     raise RuntimeError("no free port range")
-
-
-def free_ports(n: int) -> list[int]:
-    """`n` distinct free loopback ports (all bound at once, so no duplicates)."""
-    socks = [socket.socket() for _ in range(n)]
-    try:
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        return [int(s.getsockname()[1]) for s in socks]
-    finally:
-        for s in socks:
-            s.close()
 
 
 def free_port() -> int:

@@ -17,7 +17,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -28,21 +27,12 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from synod.etcd.etcdserverpb import rpc_pb2, rpc_pb2_grpc
+from synod.ports import free_loopback_ports as free_ports
 
 HEARTBEAT_MS = 100
 ELECTION_MS = 1000
 
 
-def free_ports(n: int) -> list[int]:
-    """`n` distinct free loopback ports (bound all at once, so never the same twice)."""
-    socks = [socket.socket() for _ in range(n)]
-    try:
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        return [int(s.getsockname()[1]) for s in socks]
-    finally:
-        for s in socks:
-            s.close()
 
 
 @dataclass

@@ -5,6 +5,8 @@ except the linearizability search's own time budget):
 
 - ``linearizability`` (``linearizability.py``): the ``register`` workload, per key;
 - ``set`` (``set_checker.py``), ``mutex`` (``mutex_checker.py``);
+- ``lease`` (``lease_checker.py``): no early expiry, no resurrection, and lapsed
+  leases gone within TTL + a bound once the faults are over;
 - ``watch`` (``watch_checker.py``): the watch logs, recorded beside the history;
 - ``liveness`` (``liveness.py``): recovery after the final heal, every workload.
 
@@ -21,6 +23,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from synod.check.history import History
+from synod.check.lease_checker import DEFAULT_BOUND, DEFAULT_EPS, check_leases
 from synod.check.linearizability import Budget, KeyVerdict, check_registers
 from synod.check.liveness import DEFAULT_HEAL_KINDS, check_liveness
 from synod.check.mutex_checker import check_mutex
@@ -40,7 +43,7 @@ __all__ = [
     "render_summary",
 ]
 
-CHECKERS = ("linearizability", "set", "mutex", "watch", "liveness")
+CHECKERS = ("linearizability", "set", "mutex", "lease", "watch", "liveness")
 
 
 @dataclass(frozen=True)
@@ -51,6 +54,8 @@ class CheckParams:
     liveness_bound: float = 10.0  # seconds from the final heal to each workload's first ok op
     heal_kinds: frozenset[str] = DEFAULT_HEAL_KINDS  # fault kinds that end the faults
     liveness_workloads: tuple[str, ...] | None = None  # None: every workload in the history
+    lease_eps: float = DEFAULT_EPS  # lease_checker.py: allowance on early expiry
+    lease_bound: float = DEFAULT_BOUND  # lease_checker.py: past TTL, once healed
 
 
 @dataclass
@@ -101,6 +106,17 @@ def check_all(
             results.append(run(history))
         else:
             not_run.append(name)
+    if "lease" in workloads:
+        results.append(
+            check_leases(
+                history,
+                eps=params.lease_eps,
+                bound=params.lease_bound,
+                heal_kinds=params.heal_kinds,
+            )
+        )
+    else:
+        not_run.append("lease")
     if watch_logs:
         results.append(check_watches(list(watch_logs)))
     else:

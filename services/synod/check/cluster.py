@@ -14,7 +14,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -30,6 +29,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from synod.check.network import Network
 from synod.etcd.etcdserverpb import rpc_pb2, rpc_pb2_grpc
+from synod.ports import free_loopback_ports
 
 log = structlog.get_logger("synod.check.cluster")
 
@@ -49,15 +49,6 @@ CLIENT_PORT = 2379
 PEER_PORT = 2380
 
 
-def free_loopback_ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    try:
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        return [int(s.getsockname()[1]) for s in socks]
-    finally:
-        for s in socks:
-            s.close()
 
 
 @dataclass

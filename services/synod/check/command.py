@@ -33,7 +33,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--endpoints",
         default=None,
-        help="run the register, set and watch workloads against these etcd v3 endpoints "
+        help="run the register, set, watch and lease workloads against these etcd v3 endpoints "
         "(host:port,...) instead of a cluster of ours; no nemesis",
     )
     p.add_argument(

@@ -52,9 +52,20 @@ class Op:
     mutex        ``write``              the fencing token used      ``None`` (fail if the
                                                                     resource refused it)
     mutex        ``release``            the fencing token           ``None``
+    lease        ``grant``              the TTL asked for (s)       ``[lease id, granted
+                                                                    TTL]``
+    lease        ``put``                the lease id attached       ``None``
+    lease        ``keepalive``          the lease id                the TTL answered (s);
+                                                                    0: lease not renewed
+                                                                    (expired or going)
+    lease        ``revoke``             the lease id                ``None``
+    lease        ``read``               ``None``                    the lease id the key
+                                                                    carries, or ``None``
+                                                                    if absent
     ===========  =====================  ==========================  ====================
 
     Register values are ints; ``key`` is the register's (or set's, mutex's) name.
+    A lease's operations all carry that lease's own key (put once, with it).
     """
 
     process: int

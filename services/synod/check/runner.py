@@ -40,6 +40,7 @@ from synod.check import report
 from synod.check.checkers import CheckParams, check_all
 from synod.check.cluster import ChaosCluster
 from synod.check.history import History
+from synod.check.lease_workload import LeaseWorkload
 from synod.check.nemesis import Fault, Nemesis, make_schedule
 from synod.check.netns import NetnsNetwork, sweep_stale, unavailable_reason
 from synod.check.network import Network
@@ -57,7 +58,7 @@ from synod.check.workloads import (
 
 log = structlog.get_logger("synod.check")
 
-WORKLOADS = ("register", "set", "watch", "mutex")
+WORKLOADS = ("register", "set", "watch", "mutex", "lease")
 #: workloads that need our lock service, so not available with --endpoints
 NEEDS_CLUSTER = ("mutex",)
 
@@ -82,6 +83,7 @@ class RunConfig:
     #: the liveness bound: ok operations must resume within this after healing
     liveness: float = 20.0
     register_workers: int = 4
+    lease_workers: int = 3
     #: share of register operations that are reads (the rest: half writes, half CAS)
     read_ratio: float = 0.4
     fault_gap: tuple[float, float] = (1.0, 2.5)
@@ -219,6 +221,7 @@ async def _drive(
     channels = Channels(endpoints)
     stop = asyncio.Event()
     register = set_ = watch = mutex = None
+    lease: LeaseWorkload | None = None
     tasks: list[asyncio.Task[None]] = []
     if "watch" in cfg.workloads:
         watch = WatchWorkload(endpoints)
@@ -238,6 +241,9 @@ async def _drive(
             recorder, cluster.lock_endpoints, f"{prefix}/mutex", FencedResource(), rng
         )
         tasks.append(asyncio.create_task(mutex.run(stop)))
+    if "lease" in cfg.workloads:
+        lease = LeaseWorkload(recorder, channels, f"{prefix}/lease", rng, workers=cfg.lease_workers)
+        tasks.append(asyncio.create_task(lease.run(stop)))
     if watch is not None and not tasks:
         # Watchers need writes to watch: a register workload of one.
         register = RegisterWorkload(recorder, channels, f"{prefix}/reg", rng, workers=1)
@@ -250,6 +256,7 @@ async def _drive(
         nemesis = Nemesis(cluster, history, schedule)
         nemesis_thread = asyncio.ensure_future(asyncio.to_thread(nemesis.run, started))
     extra: dict[str, Any] = {}
+    healed_at = started
     try:
         await asyncio.sleep(cfg.duration)  # the run's length: the workloads work meanwhile
         if nemesis is not None and nemesis_thread is not None and cluster is not None:
@@ -265,8 +272,8 @@ async def _drive(
                 # the history so far is still checked and written.
                 extra["recovery_error"] = f"{type(e).__name__}: {e}"
                 print(f"synod check: the cluster did not recover: {e}", file=sys.stderr)
-        running = [w.name for w in (register, set_, mutex) if w is not None]
         healed_at = history.faults[-1].at if history.faults else started
+        running = [w.name for w in (register, set_, mutex, lease) if w is not None]
         await _recover(history, running, healed_at, cfg.recovery, cfg.liveness)
     finally:
         stop.set()
@@ -278,6 +285,9 @@ async def _drive(
         await register.final_reads(deadline)
     if set_ is not None:
         await set_.final_reads(deadline)
+    if lease is not None:
+        # its own deadline: it first waits (up to ~TTL + bound) for the leases to be due
+        await lease.final_reads(healed_at, time.monotonic() + 60)
     if watch is not None:
         final_rev = await _current_revision(endpoints)
         await watch.finish(final_rev, time.monotonic() + 30)

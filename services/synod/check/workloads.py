@@ -128,6 +128,10 @@ class Channels:
         """A stub for member ``node mod n``."""
         return rpc_pb2_grpc.KVStub(self._channels[node % len(self._channels)])
 
+    def lease(self, node: int) -> rpc_pb2_grpc.LeaseStub:
+        """A Lease stub for member ``node mod n`` (the lease workload's)."""
+        return rpc_pb2_grpc.LeaseStub(self._channels[node % len(self._channels)])
+
     async def close(self) -> None:
         for ch in self._channels:
             await ch.close(None)

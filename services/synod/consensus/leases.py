@@ -201,9 +201,29 @@ class Lessor:
 
     async def keepalive(self, req: rpc_pb2.LeaseKeepAliveRequest) -> rpc_pb2.LeaseKeepAliveResponse:
         if self.clock.active:
-            return self.local_keepalive(req)
+            return await self.leader_keepalive(req)
         stub = self.m.leader_stub()
         return await _forward(stub.LeaseKeepAlive, req)
+
+    async def leader_keepalive(
+        self, req: rpc_pb2.LeaseKeepAliveRequest
+    ) -> rpc_pb2.LeaseKeepAliveResponse:
+        """Renew on the leader, once a quorum has confirmed it still is the leader.
+
+        A leader cut off from the others keeps its role until check-quorum deposes it,
+        up to two election timeouts, while a new leader may already count the lease
+        from its own promotion. Renewing meanwhile would promise the client a TTL the
+        new leader does not honour: the lease would expire early. After a ReadIndex
+        round (shared with concurrent reads and keepalives) no other leader can have
+        been elected before the renewal (the voters that just answered us will not
+        vote for an election timeout). etcd added the same check for the same reason.
+        """
+        from synod.consensus.node import NotLeaderError
+
+        await self.m.read_barrier(timeout=self.m.config.election_timeout_ms / 1000)
+        if not self.clock.active:
+            raise NotLeaderError("leadership changed while confirming it; retry")
+        return self.local_keepalive(req)
 
     def local_keepalive(self, req: rpc_pb2.LeaseKeepAliveRequest) -> rpc_pb2.LeaseKeepAliveResponse:
         assert self.m.state is not None

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 from typing import TYPE_CHECKING
 
 import grpc
 
-from synod.consensus.api.errors import ApiError
+from synod.consensus.api.errors import ApiError, call_guarded
 from synod.consensus.v1 import internal_pb2, internal_pb2_grpc
 from synod.etcd.etcdserverpb import rpc_pb2
 
@@ -28,7 +29,9 @@ class InternalServicer(internal_pb2_grpc.InternalServicer):
         self, request: rpc_pb2.LeaseKeepAliveRequest, context: grpc.aio.ServicerContext
     ) -> rpc_pb2.LeaseKeepAliveResponse:
         await self._require_leader(context)
-        return self.m.lessor.local_keepalive(request)
+        return await call_guarded(
+            context, functools.partial(self.m.lessor.leader_keepalive, request)
+        )
 
     async def LeaseTimeToLive(
         self, request: rpc_pb2.LeaseTimeToLiveRequest, context: grpc.aio.ServicerContext
