@@ -82,7 +82,7 @@ def test_broken_mode_stale_reads_are_caught(tmp_path: Path) -> None:
 
 
 @pytest.mark.skipif(not shutil.which(ETCD_BIN), reason="etcd not installed")
-def test_endpoints_runs_register_set_watch_against_real_etcd(tmp_path: Path) -> None:
+def test_endpoints_runs_register_set_watch_lease_against_real_etcd(tmp_path: Path) -> None:
     seed = _seed()
     (tmp_path / "etcd").mkdir()
     etcd = EtcdCluster(tmp_path / "etcd", size=3).start()
@@ -97,7 +97,7 @@ def test_endpoints_runs_register_set_watch_against_real_etcd(tmp_path: Path) -> 
     assert "no nemesis" in run.output
     h = run.history
     assert h.faults == []
-    assert {op.workload for op in h.ops} == {"register", "set"}
+    assert {op.workload for op in h.ops} == {"register", "set", "lease"}
     final = [op for op in h.of("set") if op.f == "read" and op.outcome == "ok"]
     assert final, "no final read of the set"
     added = {op.value for op in h.of("set") if op.f == "add" and op.outcome == "ok"}

@@ -191,13 +191,15 @@ class LocalCluster:
         m.proc = subprocess.Popen(self.args_for(m), stdout=log, stderr=subprocess.STDOUT, env=env)
         log.close()
 
-    def start(self, timeout: float = 20.0) -> LocalCluster:
+    # Deadlines, not delays: a member on a loaded 2-core machine can take 15-20 s
+    # just to import and bind, so a short one fails tests that are otherwise fine.
+    def start(self, timeout: float = 60.0) -> LocalCluster:
         for m in self.members:
             self.start_member(m)
         self.wait_healthy(timeout)
         return self
 
-    def wait_healthy(self, timeout: float = 20.0) -> None:
+    def wait_healthy(self, timeout: float = 60.0) -> None:
         for m in self.members:
             if m.alive():
                 self.wait(m.serving, timeout, f"{m.name} to serve")

@@ -47,6 +47,8 @@ GRPC_OPTIONS = [
 ]
 #: while a peer is unreachable, keep at most this many messages for it
 MAX_QUEUED = 4096
+#: after a call that failed before anything was written on it, keep the newest few
+KEEP_WHILE_DOWN = 256
 BACKOFF_MIN = 0.05
 BACKOFF_MAX = 1.0
 
@@ -213,11 +215,16 @@ class _PeerSender:
         unreachable_because = ""
         while not self._closed:
             call = stub.Stream(wait_for_ready=False)
-            # A call that ends while idle (the peer was not up yet, or went away) wakes
-            # us, so we reconnect now rather than on the next write, which would lose
-            # that write: a lost vote request costs a whole election timeout.
+            # A call that ends while idle (the peer went away) wakes us, so we
+            # reconnect now rather than on the next write, which would lose that write:
+            # a lost vote request costs a whole election timeout.
             call.add_done_callback(lambda _call: self.wake.set())
+            written = False
             try:
+                # Nothing is taken off the queue until the call is connected: messages
+                # queued while the peer is down wait for it instead of being written
+                # into a call that is about to fail.
+                await call.wait_for_connection()
                 while True:
                     if not self.queue and not call.done():
                         self.wake.clear()
@@ -225,6 +232,7 @@ class _PeerSender:
                     if call.done():
                         raise _StreamEnded
                     msgs, self.queue = self.queue, []
+                    written = True
                     await call.write(
                         peer_codec.batch_to_proto(self.t.cluster_id, self.t.member_id, msgs)
                     )
@@ -261,8 +269,14 @@ class _PeerSender:
                         )
                 connected_once = False
                 call.cancel()
-                if not isinstance(e, _StreamEnded):
-                    self.queue.clear()  # stale by the time we are back; Raft resends
+                if written:
+                    # The stream broke under a write: what was queued meanwhile is
+                    # stale by the time we are back (Raft resends what matters).
+                    self.queue.clear()
+                else:
+                    # Never written to: keep what waits (the newest, bounded), so the
+                    # first messages to a peer that was down — votes — are not lost.
+                    del self.queue[: max(0, len(self.queue) - KEEP_WHILE_DOWN)]
                 self.t._report_unreachable(self.id)
                 # Start over on a fresh channel: do not inherit a connection (or
                 # reconnect backoff) that the failure may have left behind.
