@@ -46,8 +46,8 @@ from synod.check.workloads import (
     ERROR_BACKOFF,
     Channels,
     Recorder,
-    _until_ok,
     error_text,
+    until_ok,
     write_outcome,
 )
 from synod.etcd.etcdserverpb import rpc_pb2
@@ -247,7 +247,7 @@ class LeaseWorkload:
             log.info("lease_final_reads_wait", seconds=round(wait, 1))
             await asyncio.sleep(wait)  # the rule's time, not a guess: reads must start after it
         for t in self.tracked:
-            await _until_ok(partial(self._final_read, t.key), deadline)
+            await until_ok(partial(self._final_read, t.key), deadline)
 
     async def _final_read(self, key: str, attempt: int) -> Op:
         return await self.read(self.rec.new_process(), attempt, key)

@@ -268,13 +268,13 @@ class RegisterWorkload:
     async def final_reads(self, deadline: float) -> None:
         """One ok read of every key used, after healing (retrying until one succeeds)."""
         for key in self.keys.used():
-            await _until_ok(partial(self._final_read, key), deadline)
+            await until_ok(partial(self._final_read, key), deadline)
 
     async def _final_read(self, key: str, attempt: int) -> Op:
         return await self.read(self.rec.new_process(), attempt, key)
 
 
-async def _until_ok(attempt: Callable[[int], Awaitable[Op]], deadline: float) -> Op | None:
+async def until_ok(attempt: Callable[[int], Awaitable[Op]], deadline: float) -> Op | None:
     """Call ``attempt(n)`` (n = 0, 1, ...: each on the next member) until one is ok."""
     n = 0
     while time.monotonic() < deadline:
@@ -350,7 +350,7 @@ class SetWorkload:
         return self.rec.record(process, self.name, "read", "set", None, t0, "ok", elements)
 
     async def final_reads(self, deadline: float) -> None:
-        await _until_ok(lambda n: self.read(self.rec.new_process(), n), deadline)
+        await until_ok(lambda n: self.read(self.rec.new_process(), n), deadline)
 
 
 # --- watches ---------------------------------------------------------------------

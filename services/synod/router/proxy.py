@@ -144,11 +144,13 @@ class Proxy(grpc.GenericRpcHandler):
             loads = self._inflight.get(snap.name, {})
             total = sum(loads.get(m, 0) for m in snap.members)
             capacity = math.ceil(self.bounded_load * (total + 1) / n)
-            roomy = [m for m in prefs if loads.get(m, 0) + 1 <= capacity]
+
+            def has_room(m: str) -> bool:
+                return loads.get(m, 0) < capacity
+
+            roomy = [m for m in prefs if has_room(m)]
             if not roomy:  # rarely needed: walk the rest of the ranking
-                roomy = [
-                    m for m in ring.lookup_n(key, n)[len(prefs) :] if loads.get(m, 0) < capacity
-                ][:1]
+                roomy = [m for m in ring.lookup_n(key, n)[len(prefs) :] if has_room(m)][:1]
             for m in prefs:
                 if m not in roomy:
                     self.metrics.bounded_load_skips.labels(snap.name, m).inc()

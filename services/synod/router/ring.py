@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import heapq
 import struct
+import sys
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
 from functools import lru_cache
@@ -456,8 +457,6 @@ class Ring:
     def nbytes(self) -> int:
         """Memory of the lookup structure: the per-slot tuple (ids are shared strings)
         plus the u16 table it was built from."""
-        import sys
-
         return (
             sys.getsizeof(self._owners)
             + self.table.owners.nbytes

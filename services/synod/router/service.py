@@ -32,7 +32,7 @@ from synod.router.membership import (
     valid_ring_name,
 )
 from synod.router.metrics import RouterMetrics
-from synod.router.ring import MAX_WEIGHT, RingParams
+from synod.router.ring import MAX_WEIGHT, Member, RingParams
 from synod.router.v1 import router_pb2, router_pb2_grpc
 
 log = structlog.get_logger("synod.router")
@@ -206,8 +206,7 @@ class RouterService(router_pb2_grpc.RouterServicer):
             lambda snap: (
                 snap is not None
                 and snap.ring is not None
-                and snap.ring.members.get(request.id, None) is not None
-                and snap.ring.members[request.id].weight == weight
+                and snap.ring.members.get(request.id) == Member(request.id, weight)
             ),
             self._settle_timeout(context),
         )
