@@ -68,6 +68,7 @@ def messages(
         context=small_bytes,
         transfer=st.booleans(),
         read_round=u64,
+        no_ack=st.booleans(),
     )
 
 
@@ -99,6 +100,7 @@ def full_message(t: MessageType, snapshot_data: bytes = b"") -> Message:
         context=b"req-1",
         transfer=True,
         read_round=U64,
+        no_ack=True,
     )
 
 

@@ -17,6 +17,7 @@ from typing import Any
 import grpc
 import pytest
 from cluster_harness import LocalCluster, MemberProc
+from waits import wait_until
 
 from synod.etcd.etcdserverpb import rpc_pb2, rpc_pb2_grpc
 from synod.etcd.mvccpb import kv_pb2
@@ -87,6 +88,15 @@ class WatchClient:
 
 def kv(m: MemberProc) -> rpc_pb2_grpc.KVStub:
     return rpc_pb2_grpc.KVStub(m.channel())
+
+
+def revision_of(m: MemberProc) -> int:
+    """The store revision `m` has applied (a serializable read: no ReadIndex)."""
+    with m.channel() as ch:
+        r = rpc_pb2_grpc.KVStub(ch).Range(
+            rpc_pb2.RangeRequest(key=b"\0", serializable=True), timeout=5
+        )
+    return int(r.header.revision)
 
 
 def put(m: MemberProc, key: bytes, value: bytes) -> int:
@@ -183,6 +193,12 @@ def test_many_watches_on_one_stream_and_one_revision_in_one_response(
     ]
     with m.channel() as ch:
         txn = rpc_pb2_grpc.KVStub(ch).Txn(rpc_pb2.TxnRequest(success=ops), timeout=5)
+    # The watch's member applies the transaction a moment after the member that
+    # answered it (a follower hears of commits within --commit-broadcast-delay).
+    watcher = cluster.members[0]
+    wait_until(
+        lambda: revision_of(watcher) >= txn.header.revision, 10, "the watcher's member to apply"
+    )
     rng = w.create(b"many/x", range_end=b"many/y")
     assert rng.header.revision == txn.header.revision
     with m.channel() as ch:

@@ -71,6 +71,8 @@ def new_node(
     heartbeat_tick: int = 1,
     pre_vote: bool = False,
     check_quorum: bool = False,
+    lazy_commit: bool = False,
+    campaign_on_leader_loss: bool = False,
     max_size_per_msg: int = 1 << 20,
     max_inflight_msgs: int = 256,
     terms: Sequence[int] = (),
@@ -97,6 +99,8 @@ def new_node(
         max_inflight_msgs=max_inflight_msgs,
         pre_vote=pre_vote,
         check_quorum=check_quorum,
+        lazy_commit=lazy_commit,
+        campaign_on_leader_loss=campaign_on_leader_loss,
     )
     snap = snapshot if snapshot is not None else conf_snapshot(voters, learners)
     ents = list(entries) if entries is not None else log_of(terms, start=snap.meta.index + 1)

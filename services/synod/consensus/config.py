@@ -95,6 +95,8 @@ class MemberConfig:
     heartbeat_interval_ms: int = 100
     election_timeout_ms: int = 1000
     snapshot_count: int = 10000
+    #: ms a leader waits before telling followers of a commit that no append carried
+    commit_broadcast_delay_ms: float = 2.0
     max_request_bytes: int = int(1.5 * MIB)
     metrics_addr: str = ""
     health_addr: str = ""
@@ -137,6 +139,12 @@ _FLAGS: list[tuple[str, str, str]] = [
     ("--heartbeat-interval", "MS", "leader heartbeat interval in ms (default: 100)"),
     ("--election-timeout", "MS", "election timeout in ms (default: 1000)"),
     ("--snapshot-count", "N", "applied entries between snapshots (default: 10000)"),
+    (
+        "--commit-broadcast-delay",
+        "MS",
+        "how long a leader waits for the next appends to carry a new commit index to "
+        "followers before sending it on its own; 0 sends it at once (default: 2)",
+    ),
     ("--max-request-bytes", "BYTES", "largest client request accepted (default: 1.5 MiB)"),
     ("--metrics-addr", "HOST:PORT", "serve Prometheus metrics over HTTP here (default: off)"),
     health_port.FLAG,
@@ -219,6 +227,16 @@ def from_args(
         )
     if (v := get("--snapshot-count")) is not None:
         c.snapshot_count = _int(v, "--snapshot-count")
+    if (v := get("--commit-broadcast-delay")) is not None:
+        try:
+            c.commit_broadcast_delay_ms = float(v)
+        except ValueError:
+            raise ConfigError(f"--commit-broadcast-delay: {v!r} is not a number") from None
+        if not 0 <= c.commit_broadcast_delay_ms <= c.heartbeat_interval_ms:
+            raise ConfigError(
+                "--commit-broadcast-delay: must be between 0 and --heartbeat-interval "
+                f"({c.heartbeat_interval_ms}), got {v}"
+            )
     if (v := get("--max-request-bytes")) is not None:
         c.max_request_bytes = _int(v, "--max-request-bytes", 1024)
     c.metrics_addr = get("--metrics-addr") or ""

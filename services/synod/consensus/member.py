@@ -150,6 +150,8 @@ class Member:
             rng=random.Random(self.id ^ time.time_ns()),
             election_tick=c.election_ticks,
             heartbeat_tick=1,
+            lazy_commit=c.commit_broadcast_delay_ms > 0,
+            campaign_on_leader_loss=True,
         )
         raw = RawNode(raft_config, hard_state, snapshot, entries, applied=snapshot.meta.index)
         self.node = Node(
@@ -159,6 +161,7 @@ class Member:
             tick_seconds=c.heartbeat_interval_ms / 1000,
             snapshot_count=c.snapshot_count,
             metrics=self.metrics,
+            commit_broadcast_delay=c.commit_broadcast_delay_ms / 1000,
         )
         self.transport = Transport(
             self.cluster_id,

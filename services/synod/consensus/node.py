@@ -16,6 +16,12 @@ Each turn of the loop takes *everything* that arrived since the last turn:
 so the cost of a Ready — an fsync, an append message per follower, a
 heartbeat round — is shared by every request in the batch. That is group
 commit: the more concurrent requests, the more share each fsync.
+
+A leader's new commit index travels on the next appends; when none follow
+within `commit_broadcast_delay` (Config.lazy_commit), `flush_commit` sends it
+on its own. A sequential client's next write usually comes sooner, so each of
+its writes costs two peer messages fewer on every member (each one is a
+wake-up of the receiving loop, ~250 us of CPU here).
 """
 
 from __future__ import annotations
@@ -96,6 +102,7 @@ class Node:
         tick_seconds: float,
         snapshot_count: int,
         metrics: NodeMetrics | None = None,
+        commit_broadcast_delay: float = 0.0,
     ):
         self.raw = raw
         self.storage = storage
@@ -104,6 +111,9 @@ class Node:
         self.tick_seconds = tick_seconds
         self.snapshot_count = snapshot_count
         self.metrics = metrics
+        self.commit_broadcast_delay = commit_broadcast_delay
+        self._flush_timer: asyncio.TimerHandle | None = None
+        self._flush_due = False
         self.applied = raw.raft.log.applied
         self.leader = 0
         self.role = Role.FOLLOWER
@@ -160,6 +170,8 @@ class Node:
     async def stop(self) -> None:
         self._stopped = True
         self._wake.set()
+        if self._flush_timer is not None:
+            self._flush_timer.cancel()
         for t in self._tasks:
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -234,6 +246,7 @@ class Node:
                 self._take_inputs()
                 while self.raw.has_ready() and not self._stopped:
                     await self._handle_ready(self.raw.ready())
+                self._schedule_commit_flush()
         except asyncio.CancelledError:
             raise
         except BaseException as e:  # a safety error or a storage failure: stop this member
@@ -243,8 +256,27 @@ class Node:
         finally:
             self.done.set()
 
+    def _schedule_commit_flush(self) -> None:
+        if self.raw.commit_due:
+            if self._flush_timer is None:
+                self._flush_timer = asyncio.get_running_loop().call_later(
+                    self.commit_broadcast_delay, self._commit_flush_timer
+                )
+        elif self._flush_timer is not None:
+            # The next appends carried it: no wake-up for nothing.
+            self._flush_timer.cancel()
+            self._flush_timer = None
+
+    def _commit_flush_timer(self) -> None:
+        self._flush_timer = None
+        self._flush_due = True
+        self._wake.set()
+
     def _take_inputs(self) -> None:
         raw = self.raw
+        if self._flush_due:
+            self._flush_due = False
+            raw.flush_commit()
         calls, self._calls = self._calls, []
         for fn in calls:
             fn()
@@ -307,15 +339,22 @@ class Node:
         # fsync sooner. A snapshot keeps the plain order: it must be installed
         # before anything after it is applied.
         apply_first = rd.snapshot is None
-        if apply_first:
-            self._apply_ready(rd)
         if rd.sync:
             # An fsync: off the loop, so requests keep queueing for the next batch.
-            await asyncio.get_running_loop().run_in_executor(
+            # It starts before the apply below, so the disk works while we do.
+            written = asyncio.get_running_loop().run_in_executor(
                 self._io, self.storage.persist_ready, rd
             )
-        elif rd.must_sync():
-            self.storage.persist_ready(rd)  # a small write, no fsync: not worth a thread hop
+            try:
+                if apply_first:
+                    self._apply_ready(rd)
+            finally:
+                await written
+        else:
+            if apply_first:
+                self._apply_ready(rd)
+            if rd.must_sync():
+                self.storage.persist_ready(rd)  # a small write, no fsync: not worth a thread hop
         if late and self.sender is not None:
             self.sender.send(late)
         if not apply_first:

@@ -89,6 +89,7 @@ _MESSAGE_FIELDS = (
     "context",
     "transfer",
     "read_round",
+    "no_ack",
 )
 if tuple(f.name for f in fields(Message)) != _MESSAGE_FIELDS:  # pragma: no cover
     raise ImportError("peer_codec: core Message fields changed; update the codec and raft.proto")
@@ -152,6 +153,8 @@ def _encode(new: Callable[..., raft_pb2.Message], m: Message) -> raft_pb2.Messag
         pb.transfer = True
     if m.read_round:
         pb.read_round = m.read_round
+    if m.no_ack:
+        pb.no_ack = True
     if m.entries:
         add = pb.entries.add
         et = _ET_TO_PB
@@ -216,6 +219,7 @@ def message_from_proto(pb: raft_pb2.Message) -> Message:
         pb.context,
         pb.transfer,
         pb.read_round,
+        pb.no_ack,
     )
 
 
@@ -424,6 +428,7 @@ class SnapshotAssembler:
             header.context,
             header.transfer,
             header.read_round,
+            header.no_ack,
         )
         self._buf = bytearray()
         return self._result

@@ -98,6 +98,8 @@ class Message:
       issued before it.
     - READ_INDEX / READ_INDEX_RESP: `context` is the requester's opaque id, `index`
       the read index granted.
+    - APPEND with `no_ack`: no entries, only a new `commit`, for a follower the
+      leader knows to match at `index`; accepting it needs no APPEND_RESP.
     """
 
     type: MessageType
@@ -115,6 +117,7 @@ class Message:
     context: bytes = b""
     transfer: bool = False
     read_round: int = 0
+    no_ack: bool = False
 
 
 @dataclass(frozen=True, slots=True)

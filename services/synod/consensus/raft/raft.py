@@ -69,6 +69,18 @@ class Config:
     pre_vote: bool = True
     #: leaders step down without a quorum; voters ignore elections while they hear a leader
     check_quorum: bool = True
+    #: a leader whose commit index moves while it has no new entries to send does not
+    #: tell its followers at once: the caller calls `flush_commit` a moment later,
+    #: unless the next proposals' appends have carried the news already. Followers
+    #: that forwarded the committed proposals are told at once, and heartbeats
+    #: carry the commit index anyway. Off: every commit is broadcast at once.
+    lazy_commit: bool = False
+    #: a follower told by its transport that the leader cannot be reached (the
+    #: connection broke: the process died or closed it) stops waiting for it: it
+    #: forgets the leader, so it grants votes, and campaigns within two ticks
+    #: instead of a whole election timeout. A follower that still hears the
+    #: leader, and so rejects the (pre-)votes, keeps a live leader in place.
+    campaign_on_leader_loss: bool = False
 
     def __post_init__(self) -> None:
         if self.id <= 0:
@@ -115,8 +127,13 @@ class Raft:
         self.reads = ReadIndexQueue()
         self.read_states: list[ReadState] = []
         self.msgs: list[Message] = []
-        #: proposals or a commit arrived since the last broadcast of appends
+        #: proposals (or, without lazy_commit, a commit) arrived since the last broadcast
         self.append_due = False
+        #: lazy_commit: the commit index moved and followers have not been told
+        self.commit_due = False
+        #: leader, lazy_commit: for each follower with forwarded proposals (PROPOSE)
+        #: not yet committed, (first, last) index of them; it hears of a commit at once
+        self.forwarded: dict[int, tuple[int, int]] = {}
         self._step_role: Callable[[Message], None] = self._step_follower
         self._reset_randomized_timeout()
 
@@ -180,6 +197,8 @@ class Raft:
         self.lead_transferee = NONE
         self.reads.clear()
         self.append_due = False
+        self.commit_due = False
+        self.forwarded = {}
 
     def _reset_randomized_timeout(self) -> None:
         et = self.cfg.election_tick
@@ -421,6 +440,8 @@ class Raft:
         if last_new is not None:
             if m.entries:
                 self._refresh_conf_from(min(m.entries[0].index, last_before + 1))
+            elif m.no_ack:
+                return  # only a commit index, for a leader that knows our match
             self._send(
                 Message(MT.APPEND_RESP, to=m.sender, sender=self.id, term=self.term, index=last_new)
             )
@@ -501,7 +522,12 @@ class Raft:
         t = m.type
         if t == MT.PROPOSE:
             if self.lead_transferee == NONE:
+                before = self.log.last_index()
                 self._append([e for e in m.entries if e.type == EntryType.NORMAL])
+                last = self.log.last_index()
+                if self.cfg.lazy_commit and last > before:
+                    first, _ = self.forwarded.get(m.sender, (before + 1, 0))
+                    self.forwarded[m.sender] = (first, last)
             return
         if t == MT.READ_INDEX:
             self._read_index(m.context, m.sender)
@@ -535,9 +561,14 @@ class Raft:
             pr.become_probe()
             pr.become_replicate()
         if self._maybe_commit():
-            self.append_due = True
+            self._commit_advanced()
+        if self.role == Role.LEADER:
+            # Entries it still lacks (they carry the commit index too); with
+            # lazy_commit off, a commit has just scheduled a broadcast instead.
+            if not self.append_due:
+                self._send_append(m.sender, pr, send_empty=False)
         else:
-            self._send_append(m.sender, pr, send_empty=False)
+            return  # our own removal committed: we stepped down
         if m.sender == self.lead_transferee and pr.match == self.log.last_index():
             self._send_timeout_now(m.sender)
 
@@ -574,6 +605,36 @@ class Raft:
             self.become_follower(self.term, NONE)
         return True
 
+    def _commit_advanced(self) -> None:
+        """The commit index moved: decide how followers hear of it."""
+        if not self.cfg.lazy_commit:
+            self.append_due = True
+            return
+        self.commit_due = True
+        if self.forwarded:
+            # A follower waiting to answer its client is told now.
+            committed = self.log.committed
+            for node, (first, last) in list(self.forwarded.items()):
+                if first > committed:
+                    continue
+                if last > committed:
+                    self.forwarded[node] = (committed + 1, last)
+                else:
+                    del self.forwarded[node]
+                pr = self.prs.get(node)
+                if pr is not None:
+                    self._send_append(node, pr)
+
+    def flush_commit(self) -> None:
+        """lazy_commit: tell every follower the commit index, if it moved since it was sent."""
+        if not self.commit_due:
+            return
+        self.commit_due = False
+        if self.role == Role.LEADER:
+            for node, pr in self.prs.items():
+                if node != self.id:
+                    self._send_append(node, pr)
+
     def _append(self, entries: Sequence[Entry]) -> None:
         if not entries:
             return
@@ -587,6 +648,7 @@ class Raft:
 
     def bcast_append(self) -> None:
         self.append_due = False
+        self.commit_due = False  # the appends carry the commit index
         if self.role != Role.LEADER:
             return
         for node, pr in self.prs.items():
@@ -619,6 +681,8 @@ class Raft:
                 log_term=prev_term,
                 entries=entries,
                 commit=self.log.committed,
+                # Its answer would only repeat the match we know: skip it.
+                no_ack=not entries and pr.state == ProgressState.REPLICATE and pr.match == prev,
             )
         )
         pr.sent(entries[-1].index if entries else prev, len(entries))
@@ -763,10 +827,22 @@ class Raft:
         pr.probe_sent = True
 
     def report_unreachable(self, to: int) -> None:
-        """The transport lost its connection to `to`: stop streaming optimistically."""
+        """The transport lost its connection to `to`.
+
+        A leader stops streaming to it optimistically. A follower that lost its
+        leader campaigns soon (Config.campaign_on_leader_loss).
+        """
         pr = self.prs.get(to)
         if self.role == Role.LEADER and pr is not None and pr.state == ProgressState.REPLICATE:
             pr.become_probe()
+        elif self.cfg.campaign_on_leader_loss and self.role == Role.FOLLOWER and to == self.lead:
+            log.info("leader_unreachable", id=self.id, leader=to, term=self.term)
+            self.lead = NONE
+            # The next tick or the one after, at random: two followers that saw
+            # the same crash seldom campaign at once and split the vote (their
+            # tick clocks are out of phase as well).
+            soon = self.randomized_election_timeout - 1 - self.cfg.rng.randrange(2)
+            self.election_elapsed = max(self.election_elapsed, soon)
 
     # -- output ------------------------------------------------------------------
 
@@ -774,7 +850,7 @@ class Raft:
         """The caller has made entries up to (index, term) durable."""
         self.log.stable_to(index, term)
         if self.role == Role.LEADER and self._maybe_commit():
-            self.append_due = True
+            self._commit_advanced()
 
     def _send(self, m: Message) -> None:
         self.msgs.append(m)

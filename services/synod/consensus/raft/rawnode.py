@@ -3,6 +3,7 @@
 The loop a caller runs (see docs/raft.md):
 
     node.tick() / node.step(msg) / node.propose([...]) / node.read_index(ctx)
+    node.flush_commit()           # with Config.lazy_commit, a moment after commit_due
     ready = node.ready()          # everything to do, in one batch
     early, late = ready.split_messages()
     send(early)                   # a leader's appends go out while it writes (thesis §10.2.1)
@@ -68,6 +69,15 @@ class RawNode:
 
     def report_snapshot(self, to: int, ok: bool) -> None:
         self.raft.report_snapshot(to, ok)
+
+    def flush_commit(self) -> None:
+        """Config.lazy_commit: send followers the commit index now, if they lack it."""
+        self.raft.flush_commit()
+
+    @property
+    def commit_due(self) -> bool:
+        """Config.lazy_commit: followers have not been told the latest commit index."""
+        return self.raft.commit_due
 
     def report_unreachable(self, to: int) -> None:
         self.raft.report_unreachable(to)

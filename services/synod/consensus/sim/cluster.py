@@ -71,6 +71,12 @@ class SimParams:
     snapshot_every: int = 50
     max_size_per_msg: int = 1 << 20
     max_inflight_msgs: int = 256
+    #: Config.lazy_commit: ms from a leader's commit_due to its flush_commit call
+    #: (None: lazy_commit off; -1: never flush, heartbeats and appends carry it)
+    commit_flush_ms: int | None = None
+    #: the transport reports a crashed member unreachable to the others (after
+    #: 0-4 ms), and Config.campaign_on_leader_loss is on
+    report_crashes: bool = False
     #: relative weights of the nemesis' faults
     faults: dict[str, int] = field(
         default_factory=lambda: {
@@ -94,6 +100,9 @@ class SimParams:
             snapshot_every=r.choice([10, 30, 100]),
             max_size_per_msg=r.choice([256, 4096, 1 << 20]),
             max_inflight_msgs=r.choice([1, 4, 256]),
+            # drawn last, so older seeds keep the rest of their shape
+            commit_flush_ms=r.choice([None, None, 0, 2, 20, -1]),
+            report_crashes=r.random() < 0.5,
         )
 
 
@@ -177,6 +186,8 @@ class Simulation:
             self.p.election_tick,
             max_size_per_msg=self.p.max_size_per_msg,
             max_inflight_msgs=self.p.max_inflight_msgs,
+            lazy_commit=self.p.commit_flush_ms is not None,
+            campaign_on_leader_loss=self.p.report_crashes,
         )
         self.nodes[node_id] = n
         self.disk_chain_reset(n)
@@ -244,6 +255,19 @@ class Simulation:
     def _process(self, n: SimNode) -> None:
         while n.raw is not None and n.raw.has_ready():
             self._handle_ready(n, n.raw.ready())
+        delay = self.p.commit_flush_ms
+        if n.raw is not None and n.raw.commit_due and not n.flush_pending and delay is not None:
+            if delay >= 0:
+                n.flush_pending = True
+                self.at(self.now + delay, lambda: self._flush_commit(n, n.incarnation))
+
+    def _flush_commit(self, n: SimNode, incarnation: int) -> None:
+        """The service's commit-flush timer (node.py) firing."""
+        if n.raw is None or n.incarnation != incarnation:
+            return
+        n.flush_pending = False
+        n.raw.flush_commit()
+        self._process(n)
 
     def _handle_ready(self, n: SimNode, rd: Ready) -> None:
         """The service's order (node.py): what does not wait for the disk goes first."""
@@ -466,6 +490,19 @@ class Simulation:
         self.stats["crashes"] += 1
         self.note(f"nemesis: node {n.id} crashes ({how})")
         n.crash()
+        if self.p.report_crashes:
+            # Its connections close: each peer's transport notices, a little later.
+            for other in self._alive():
+                self.at(
+                    self.now + self.rng.randrange(5),
+                    lambda o=other, inc=other.incarnation: self._report_unreachable(o, inc, n.id),
+                )
+
+    def _report_unreachable(self, n: SimNode, incarnation: int, peer: int) -> None:
+        if n.raw is None or n.incarnation != incarnation:
+            return
+        n.raw.report_unreachable(peer)
+        self._process(n)
 
     def _restart(self, n: SimNode) -> None:
         n.crash_after_persist = False

@@ -102,6 +102,8 @@ class SimNode:
         election_tick: int,
         max_size_per_msg: int,
         max_inflight_msgs: int,
+        lazy_commit: bool = False,
+        campaign_on_leader_loss: bool = False,
     ):
         self.id = node_id
         self.disk = Disk(snapshot=Snapshot(SnapshotMeta(0, 0, conf)))
@@ -109,6 +111,10 @@ class SimNode:
         self.election_tick = election_tick
         self.max_size_per_msg = max_size_per_msg
         self.max_inflight_msgs = max_inflight_msgs
+        self.lazy_commit = lazy_commit
+        self.campaign_on_leader_loss = campaign_on_leader_loss
+        #: a flush_commit is scheduled for this incarnation
+        self.flush_pending = False
         self.incarnation = 0
         #: the nemesis asked for a crash right after the next persist, before sending
         self.crash_after_persist = False
@@ -134,7 +140,10 @@ class SimNode:
             election_tick=self.election_tick,
             max_size_per_msg=self.max_size_per_msg,
             max_inflight_msgs=self.max_inflight_msgs,
+            lazy_commit=self.lazy_commit,
+            campaign_on_leader_loss=self.campaign_on_leader_loss,
         )
+        self.flush_pending = False
         self.raw = RawNode(config, d.hard_state, d.snapshot, d.entries, d.snapshot.meta.index)
         self.sm = StateMachine(d.snapshot)
 
