@@ -63,6 +63,11 @@ class Proc:
                 self.args, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
             )
 
+    def send_signal(self, sig: int) -> None:
+        """Send `sig` and return at once (SIGSTOP / SIGCONT)."""
+        if self.popen is not None and self.popen.poll() is None:
+            self.popen.send_signal(sig)
+
     def kill(self, sig: int = signal.SIGKILL) -> None:
         if self.popen is not None and self.popen.poll() is None:
             self.popen.send_signal(sig)

@@ -52,6 +52,8 @@ _ALL = [
            synod_only=True),  # fmt: skip
     Figure("router_lookup_batch", "router LookupBatch", "keys/s", True, synod_only=True),
     Figure("failover", "failover: kill -9 leader → write", "ms", False, target=1.0),
+    # The leader hangs and closes no connection: only the election timeout can tell.
+    Figure("failover_paused", "failover: leader paused (SIGSTOP) → write", "ms", False),
     Figure("peak_rss", "peak RSS, largest member", "MiB", False),
     Figure("disk_per_100k", "bytes on disk per 100k keys", "MiB", False),
 ]

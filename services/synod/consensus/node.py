@@ -60,6 +60,21 @@ def _call_safely(fn: Callable[..., None], *args: Any) -> None:
         log.error("listener_failed", listener=getattr(fn, "__qualname__", repr(fn)), error=repr(e))
 
 
+def next_tick(due: float, now: float, period: float) -> float:
+    """When the tick after the one due at `due` is due, the clock now reading `now`.
+
+    Ticks stay on a fixed grid, so a callback that runs a little late does not
+    push every later tick back (that once made ticks come every two periods:
+    heartbeats half as often, elections twice as late). After a blocked loop
+    the missed ticks are skipped rather than burst: Raft counts ticks, and a
+    burst would look like an election timeout that never happened.
+    """
+    nxt = due + period
+    if nxt <= now:
+        nxt = now + period
+    return nxt
+
+
 class NotLeaderError(Exception):
     """No leader is known, so the request cannot be served now (UNAVAILABLE)."""
 
@@ -150,22 +165,19 @@ class Node:
     def start(self) -> None:
         loop = asyncio.get_running_loop()
         self._tasks.append(loop.create_task(self._run(), name="raft-ready-loop"))
-        self._schedule_tick(loop, loop.time())
+        self._schedule_tick(loop, loop.time() + self.tick_seconds)
 
-    def _schedule_tick(self, loop: asyncio.AbstractEventLoop, when: float) -> None:
-        # call_at on a fixed grid, so ticks do not drift with loop latency.
+    def _schedule_tick(self, loop: asyncio.AbstractEventLoop, at: float) -> None:
+        """Tick at loop time `at`, and from then on every tick_seconds."""
+
         def tick() -> None:
             if self._stopped:
                 return
             self._ticks += 1
             self._wake.set()
-            nxt = when + self.tick_seconds
-            now = loop.time()
-            if nxt < now:  # the loop was blocked: skip missed ticks rather than burst
-                nxt = now + self.tick_seconds
-            self._schedule_tick(loop, nxt)
+            self._schedule_tick(loop, next_tick(at, loop.time(), self.tick_seconds))
 
-        loop.call_at(when + self.tick_seconds, tick)
+        loop.call_at(at, tick)
 
     async def stop(self) -> None:
         self._stopped = True
