@@ -36,8 +36,10 @@ def test_flags_mirror_etcd_and_environment_variables_fill_in() -> None:
         "SYNOD_ELECTION_TIMEOUT": "600",
         "SYNOD_UNSAFE_NO_FSYNC": "true",
     }
-    c = parse(["--snapshot-count", "77"], env)
+    c = parse(["--snapshot-count", "77", "--commit-broadcast-delay", "0.5"], env)
     assert c.name == "n2" and c.data_dir == "n2.synod"
+    assert c.commit_broadcast_delay_ms == 0.5
+    assert parse([]).commit_broadcast_delay_ms == 2.0
     assert c.heartbeat_interval_ms == 50 and c.election_ticks == 12
     assert c.snapshot_count == 77 and c.unsafe_no_fsync
     assert c.initial_cluster["n2"] == ["http://127.0.0.1:2480"]
@@ -61,6 +63,9 @@ def test_flags_mirror_etcd_and_environment_variables_fill_in() -> None:
             "does not name this member",
         ),
         (["--listen-client-urls", "http://nohost"], "not host:port"),
+        (["--commit-broadcast-delay", "soon"], "not a number"),
+        (["--commit-broadcast-delay", "-1"], "between 0 and --heartbeat-interval"),
+        (["--commit-broadcast-delay", "150"], "between 0 and --heartbeat-interval"),
     ],
 )
 def test_bad_flags_are_explained(argv: list[str], text: str) -> None:
