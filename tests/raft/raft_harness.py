@@ -322,3 +322,13 @@ class Cluster:
 
     def terms(self) -> dict[int, int]:
         return {i: n.term for i, n in self.nodes.items()}
+
+
+def replicating_cluster(**node_kw) -> Cluster:
+    """A 3-member cluster whose leader, 1, streams to both followers (REPLICATE)."""
+    from synod.consensus.raft.progress import ProgressState
+
+    c = Cluster([1, 2, 3], **node_kw)
+    c.elect(1)
+    assert all(c[1].raft.prs[i].state == ProgressState.REPLICATE for i in (2, 3))
+    return c

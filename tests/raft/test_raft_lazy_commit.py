@@ -10,20 +10,13 @@ follower that forwarded a now-committed proposal, which hears at once.
 
 from __future__ import annotations
 
-from raft_harness import MT, Cluster, Message, msgs_of, new_node, take_ready
+from raft_harness import MT, Message, msgs_of, new_node, replicating_cluster, take_ready
 
 from synod.consensus.raft.progress import ProgressState
 
 
-def replicating(**kw) -> Cluster:
-    c = Cluster([1, 2, 3], **kw)
-    c.elect(1)
-    assert all(c[1].raft.prs[i].state == ProgressState.REPLICATE for i in (2, 3))
-    return c
-
-
 def test_commit_only_append_is_not_acknowledged():
-    c = replicating()
+    c = replicating_cluster()
     mark = len(c.sent)
     c[1].propose([b"x"])
     c.stabilize()
@@ -50,7 +43,7 @@ def test_no_ack_append_that_does_not_match_is_still_answered():
 
 
 def test_probing_leader_still_asks_for_an_answer():
-    c = replicating()
+    c = replicating_cluster()
     pr = c[1].raft.prs[2]
     pr.become_probe()
     mark = len(c.sent)
@@ -62,7 +55,7 @@ def test_probing_leader_still_asks_for_an_answer():
 
 
 def test_lazy_commit_waits_for_flush():
-    c = replicating(lazy_commit=True)
+    c = replicating_cluster(lazy_commit=True)
     mark = len(c.sent)
     c[1].propose([b"x"])
     c.stabilize()
@@ -85,7 +78,7 @@ def test_lazy_commit_waits_for_flush():
 
 
 def test_lazy_commit_rides_on_the_next_appends():
-    c = replicating(lazy_commit=True)
+    c = replicating_cluster(lazy_commit=True)
     c[1].propose([b"a"])
     c.stabilize()
     first = c.committed(1)
@@ -100,7 +93,7 @@ def test_lazy_commit_rides_on_the_next_appends():
 
 
 def test_lazy_commit_tells_a_forwarding_follower_at_once():
-    c = replicating(lazy_commit=True)
+    c = replicating_cluster(lazy_commit=True)
     mark = len(c.sent)
     c[2].propose([b"via-2"])
     c.stabilize()
@@ -113,7 +106,7 @@ def test_lazy_commit_tells_a_forwarding_follower_at_once():
 
 
 def test_heartbeat_carries_a_lazy_commit():
-    c = replicating(lazy_commit=True, heartbeat_tick=1)
+    c = replicating_cluster(lazy_commit=True, heartbeat_tick=1)
     c[1].propose([b"x"])
     c.stabilize()
     c.tick(1)

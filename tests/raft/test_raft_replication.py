@@ -11,6 +11,7 @@ from raft_harness import (
     log_of,
     msgs_of,
     new_node,
+    replicating_cluster,
     take_ready,
 )
 
@@ -257,13 +258,6 @@ def test_proposal_without_known_leader_is_dropped():
 
 
 # -- Batching, pipelining, flow control -------------------------------------------------
-
-
-def replicating_cluster(**kw):
-    c = Cluster([1, 2, 3], **kw)
-    c.elect(1)
-    assert all(c[1].raft.prs[i].state == ProgressState.REPLICATE for i in (2, 3))
-    return c
 
 
 def test_many_proposals_between_readies_go_out_as_one_append_per_follower():
