@@ -4,8 +4,8 @@ Two ways to lose a leader:
 
 - **kill -9**: the process dies and the kernel closes its connections. The
   followers' peer streams to it end at once; Synod's followers then campaign
-  within two heartbeats (docs/consensus.md, "Failover"). etcd's wait for
-  their election timeout.
+  within two heartbeats (docs/consensus.md, "Failover"); etcd's followers
+  wait for their election timeout.
 - **paused** (SIGSTOP): the process hangs with its connections open, as a
   machine that froze or a partition would look. Only the election timeout
   tells, for both systems. The old leader is resumed (SIGCONT) after the write.
