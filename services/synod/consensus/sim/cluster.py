@@ -259,7 +259,7 @@ class Simulation:
         if n.raw is not None and n.raw.commit_due and not n.flush_pending and delay is not None:
             if delay >= 0:
                 n.flush_pending = True
-                self.at(self.now + delay, lambda: self._flush_commit(n, n.incarnation))
+                self.at(self.now + delay, functools.partial(self._flush_commit, n, n.incarnation))
 
     def _flush_commit(self, n: SimNode, incarnation: int) -> None:
         """The service's commit-flush timer (node.py) firing."""
