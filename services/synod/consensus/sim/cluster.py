@@ -493,9 +493,7 @@ class Simulation:
         if self.p.report_crashes:
             # Its connections close: each peer's transport notices, a little later.
             for other in self._alive():
-                report = functools.partial(
-                    self._report_unreachable, other, other.incarnation, n.id
-                )
+                report = functools.partial(self._report_unreachable, other, other.incarnation, n.id)
                 self.at(self.now + self.rng.randrange(5), report)
 
     def _report_unreachable(self, n: SimNode, incarnation: int, peer: int) -> None:
