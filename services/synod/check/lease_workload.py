@@ -47,6 +47,7 @@ from synod.check.workloads import (
     Channels,
     Recorder,
     error_text,
+    read_key,
     until_ok,
     write_outcome,
 )
@@ -221,17 +222,10 @@ class LeaseWorkload:
 
     async def read(self, process: int, node: int, key: str) -> Op:
         """A linearizable Range of the key: result the lease id it carries, None if absent."""
-        t0 = time.monotonic()
-        try:
-            resp = await self.ch.kv(node).Range(
-                rpc_pb2.RangeRequest(key=key.encode()), timeout=self.timeout
-            )
-        except grpc.aio.AioRpcError as e:
-            return self.rec.record(
-                process, self.name, "read", key, None, t0, "fail", error=error_text(e)
-            )
-        seen = int(resp.kvs[0].lease) if resp.kvs else None
-        return self.rec.record(process, self.name, "read", key, None, t0, "ok", seen)
+        return await read_key(
+            self.rec, self.ch, self.name, self.timeout, process, node, key,
+            lambda kv: int(kv.lease),
+        )  # fmt: skip
 
     # --- after healing ---------------------------------------------------------------
 

@@ -140,6 +140,28 @@ class Channels:
 # --- registers ---------------------------------------------------------------------
 
 
+async def read_key(
+    rec: Recorder,
+    ch: Channels,
+    workload: str,
+    timeout: float,
+    process: int,
+    node: int,
+    key: str,
+    result_of: Callable[[kv_pb2.KeyValue], Any],
+) -> Op:
+    """A linearizable Range of `key` on `node`, recorded as a "read" of `workload`:
+    its result is `result_of(kv)`, None when the key is absent; a read never
+    changes state, so an error is a "fail"."""
+    t0 = time.monotonic()
+    try:
+        resp = await ch.kv(node).Range(rpc_pb2.RangeRequest(key=key.encode()), timeout=timeout)
+    except grpc.aio.AioRpcError as e:
+        return rec.record(process, workload, "read", key, None, t0, "fail", error=error_text(e))
+    result = result_of(resp.kvs[0]) if resp.kvs else None
+    return rec.record(process, workload, "read", key, None, t0, "ok", result)
+
+
 @dataclass
 class KeyPool:
     """A few active register keys; a key is retired after ``per_key`` invocations so
@@ -214,17 +236,10 @@ class RegisterWorkload:
                 await asyncio.sleep(ERROR_BACKOFF)
 
     async def read(self, process: int, node: int, key: str) -> Op:
-        t0 = time.monotonic()
-        try:
-            resp = await self.ch.kv(node).Range(
-                rpc_pb2.RangeRequest(key=key.encode()), timeout=self.timeout
-            )
-        except grpc.aio.AioRpcError as e:
-            return self.rec.record(
-                process, self.name, "read", key, None, t0, "fail", error=error_text(e)
-            )
-        value = int(resp.kvs[0].value) if resp.kvs else None
-        return self.rec.record(process, self.name, "read", key, None, t0, "ok", value)
+        return await read_key(
+            self.rec, self.ch, self.name, self.timeout, process, node, key,
+            lambda kv: int(kv.value),
+        )  # fmt: skip
 
     async def write(self, process: int, node: int, key: str, value: int) -> Op:
         t0 = time.monotonic()
