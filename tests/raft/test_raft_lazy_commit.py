@@ -105,6 +105,19 @@ def test_lazy_commit_tells_a_forwarding_follower_at_once():
     assert [m.to for m in told] == [2] and told[0].no_ack
 
 
+def test_flush_skips_the_follower_told_already():
+    c = replicating_cluster(lazy_commit=True)
+    c[2].propose([b"via-2"])
+    c.stabilize()
+    mark = len(c.sent)
+    c[1].flush_commit()
+    c.stabilize()
+    # Follower 2 heard of the commit when it was made; the flush tells only 3.
+    told = c.sent_of(MT.APPEND, since=mark)
+    assert [m.to for m in told] == [3] and not told[0].entries
+    assert all(c.committed(i) == c.committed(1) for i in (2, 3))
+
+
 def test_heartbeat_carries_a_lazy_commit():
     c = replicating_cluster(lazy_commit=True, heartbeat_tick=1)
     c[1].propose([b"x"])

@@ -41,6 +41,9 @@ class Progress:
         self.max_inflight = max_inflight
         #: leader ticks since this follower last acknowledged anything new
         self.idle_ticks = 0
+        #: highest commit index sent to this follower (lazy_commit: whether a
+        #: flush has anything to tell it)
+        self.sent_commit = 0
 
     def __repr__(self) -> str:
         return (

@@ -626,13 +626,18 @@ class Raft:
                     self._send_append(node, pr)
 
     def flush_commit(self) -> None:
-        """lazy_commit: tell every follower the commit index, if it moved since it was sent."""
+        """lazy_commit: tell each follower the commit index, unless it was sent already.
+
+        A follower that forwarded the committed proposals was told at once; a
+        second message would only repeat it.
+        """
         if not self.commit_due:
             return
         self.commit_due = False
         if self.role == Role.LEADER:
+            committed = self.log.committed
             for node, pr in self.prs.items():
-                if node != self.id:
+                if node != self.id and pr.sent_commit < committed:
                     self._send_append(node, pr)
 
     def _append(self, entries: Sequence[Entry]) -> None:
@@ -686,6 +691,7 @@ class Raft:
             )
         )
         pr.sent(entries[-1].index if entries else prev, len(entries))
+        pr.sent_commit = max(pr.sent_commit, self.log.committed)
 
     def _send_snapshot(self, to: int, pr: Progress) -> None:
         snap = self.log.snapshot
@@ -697,16 +703,18 @@ class Raft:
         for node, pr in self.prs.items():
             if node == self.id:
                 continue
+            commit = min(pr.match, self.log.committed)
             self._send(
                 Message(
                     MT.HEARTBEAT,
                     to=node,
                     sender=self.id,
                     term=self.term,
-                    commit=min(pr.match, self.log.committed),
+                    commit=commit,
                     read_round=self.reads.round,
                 )
             )
+            pr.sent_commit = max(pr.sent_commit, commit)
 
     def _send_timeout_now(self, to: int) -> None:
         log.info("transfer_send_timeout_now", id=self.id, to=to, term=self.term)
