@@ -1,10 +1,26 @@
-"""Prometheus metrics of one consensus member (served on --metrics-addr)."""
+"""Prometheus metrics of one consensus member (served on --metrics-addr).
+
+The figures change on every Ready and every fsync and are read a few times a
+minute, so the hot path only counts in plain fields (each written by one
+thread: the loop, or the WAL thread for fsyncs) and the metric families are
+built when Prometheus scrapes. prometheus_client's own metric objects take a
+lock on every update, which cost a sequential put some tens of microseconds.
+"""
 
 from __future__ import annotations
 
+import bisect
+from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.utils import floatToGoString
 
 from synod.consensus.raft import Ready
 
@@ -16,59 +32,104 @@ _LATENCY_BUCKETS = (
 )  # fmt: skip
 
 
+class LatencyHistogram:
+    """Counts per bucket and a sum, updated by one thread without a lock."""
+
+    def __init__(self, bounds: tuple[float, ...] = _LATENCY_BUCKETS) -> None:
+        self.bounds = bounds
+        self.counts = [0] * (len(bounds) + 1)  # the last one: above every bound (+Inf)
+        self.sum = 0.0
+
+    def observe(self, seconds: float) -> None:
+        # Prometheus buckets are "less than or equal": the first bound >= the value.
+        self.counts[bisect.bisect_left(self.bounds, seconds)] += 1
+        self.sum += seconds
+
+    def family(self, name: str, documentation: str) -> HistogramMetricFamily:
+        counts = list(self.counts)  # one consistent copy
+        cumulative: list[tuple[str, float]] = []
+        total = 0
+        for bound, n in zip(self.bounds, counts, strict=False):
+            total += n
+            cumulative.append((floatToGoString(bound), total))
+        cumulative.append(("+Inf", total + counts[-1]))
+        return HistogramMetricFamily(name, documentation, buckets=cumulative, sum_value=self.sum)
+
+
 class MemberMetrics:
     def __init__(self) -> None:
-        r = self.registry = CollectorRegistry()
-        self.term = Gauge("synod_raft_term", "Current Raft term", registry=r)
-        self.is_leader = Gauge("synod_raft_is_leader", "1 if this member leads", registry=r)
-        self.has_leader = Gauge("synod_raft_has_leader", "1 if a leader is known", registry=r)
-        self.leader_changes = Counter(
-            "synod_raft_leader_changes", "Times the known leader changed", registry=r
-        )
-        self.commit_index = Gauge("synod_raft_commit_index", "Raft commit index", registry=r)
-        self.apply_index = Gauge("synod_raft_apply_index", "Last applied index", registry=r)
-        self.proposals_committed = Counter(
-            "synod_proposals_committed", "Entries applied by this member", registry=r
-        )
-        self.proposals_failed = Counter(
-            "synod_proposals_failed", "Proposals refused (no leader, transfer)", registry=r
-        )
-        self.fsync_seconds = Histogram(
-            "synod_wal_fsync_seconds", "WAL fsync latency", buckets=_LATENCY_BUCKETS, registry=r
-        )
-        self.apply_seconds = Histogram(
-            "synod_apply_seconds",
-            "Time to apply one Ready's committed entries",
-            buckets=_LATENCY_BUCKETS,
-            registry=r,
-        )
+        self.term = 0
+        self.is_leader = False
+        self.has_leader = False
+        self.leader_changes = 0
+        self.commit_index = 0
+        self.apply_index = 0
+        self.proposals_committed = 0
+        self.proposals_failed = 0
+        self.fsync_seconds = LatencyHistogram()
+        self.apply_seconds = LatencyHistogram()
         self._leader = 0
+        self.registry = CollectorRegistry()
+        self.registry.register(self)
 
     def serve(self, host: str, port: int) -> None:
         start_http_server(port, addr=host, registry=self.registry)
+
+    def collect(self) -> Iterator[Metric]:
+        """The metric families, built at scrape time (prometheus_client's Collector)."""
+        yield GaugeMetricFamily("synod_raft_term", "Current Raft term", value=self.term)
+        yield GaugeMetricFamily(
+            "synod_raft_is_leader", "1 if this member leads", value=int(self.is_leader)
+        )
+        yield GaugeMetricFamily(
+            "synod_raft_has_leader", "1 if a leader is known", value=int(self.has_leader)
+        )
+        yield CounterMetricFamily(
+            "synod_raft_leader_changes", "Times the known leader changed", value=self.leader_changes
+        )
+        yield GaugeMetricFamily(
+            "synod_raft_commit_index", "Raft commit index", value=self.commit_index
+        )
+        yield GaugeMetricFamily(
+            "synod_raft_apply_index", "Last applied index", value=self.apply_index
+        )
+        yield CounterMetricFamily(
+            "synod_proposals_committed",
+            "Entries applied by this member",
+            value=self.proposals_committed,
+        )
+        yield CounterMetricFamily(
+            "synod_proposals_failed",
+            "Proposals refused (no leader, transfer)",
+            value=self.proposals_failed,
+        )
+        yield self.fsync_seconds.family("synod_wal_fsync_seconds", "WAL fsync latency")
+        yield self.apply_seconds.family(
+            "synod_apply_seconds", "Time to apply one Ready's committed entries"
+        )
 
     # -- NodeMetrics -------------------------------------------------------------
 
     def observe_ready(self, node: Node, rd: Ready) -> None:
         if rd.soft_state is not None:
             s = rd.soft_state
-            self.term.set(s.term)
-            self.is_leader.set(1 if s.leader == node.raw.id else 0)
-            self.has_leader.set(1 if s.leader else 0)
+            self.term = s.term
+            self.is_leader = s.leader == node.raw.id
+            self.has_leader = bool(s.leader)
             if s.leader != self._leader:
                 self._leader = s.leader
-                self.leader_changes.inc()
+                self.leader_changes += 1
         if rd.hard_state is not None:
-            self.commit_index.set(rd.hard_state.commit)
+            self.commit_index = rd.hard_state.commit
         if rd.committed_entries:
-            self.proposals_committed.inc(len(rd.committed_entries))
-            self.apply_index.set(rd.committed_entries[-1].index)
+            self.proposals_committed += len(rd.committed_entries)
+            self.apply_index = rd.committed_entries[-1].index
 
     def observe_apply(self, seconds: float) -> None:
         self.apply_seconds.observe(seconds)
 
     def proposal_failed(self, n: int) -> None:
-        self.proposals_failed.inc(n)
+        self.proposals_failed += n
 
     def observe_fsync(self, seconds: float) -> None:
         self.fsync_seconds.observe(seconds)
