@@ -52,8 +52,6 @@ from synod.tls import mode as tls_mode
 
 log = structlog.get_logger("synod.member")
 
-#: how long a write or linearizable read may wait when the client set no deadline
-DEFAULT_REQUEST_TIMEOUT = 7.0
 #: etcd's headroom above --max-request-bytes for gRPC framing
 GRPC_OVERHEAD_BYTES = 512 * 1024
 ETCD_API_VERSION = "3.5.0"
@@ -396,11 +394,17 @@ class Member:
         rid = self.next_request_id()
         req.id = rid
         fut = self.node.propose(rid, req.SerializeToString())
+        # A timer that fails the future itself, not asyncio.wait_for: that
+        # wraps the future in a second one, and the answer takes one more
+        # turn of the loop to reach the handler.
+        timer = asyncio.get_running_loop().call_later(timeout, _time_out, fut)
         try:
-            return await asyncio.wait_for(fut, timeout)
+            return await fut
         except BaseException:
             self.node.forget(rid)  # timed out or the client went away
             raise
+        finally:
+            timer.cancel()
 
     def wait_for_state(self, predicate: Callable[[], bool]) -> asyncio.Future[None]:
         """Resolves once `predicate()` holds on this member's state, checked after each apply."""
@@ -472,3 +476,8 @@ def _bind(server: grpc.aio.Server, url: str, flag: str, server_tls: ServerTLS | 
         raise OSError(f"{flag}: cannot listen on {url}: {e}") from None
     if bound == 0:
         raise OSError(f"{flag}: cannot listen on {url} (address in use?)")
+
+
+def _time_out(fut: asyncio.Future[Any]) -> None:
+    if not fut.done():
+        fut.set_exception(TimeoutError())

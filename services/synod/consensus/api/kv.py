@@ -33,9 +33,11 @@ R = TypeVar(
 MAX_TXN_OPS = 128
 
 
-def timeout_for(context: grpc.aio.ServicerContext) -> float:
-    from synod.consensus.member import DEFAULT_REQUEST_TIMEOUT
+#: how long a write or linearizable read may wait when the client set no deadline
+DEFAULT_REQUEST_TIMEOUT = 7.0
 
+
+def timeout_for(context: grpc.aio.ServicerContext) -> float:
     remaining = context.time_remaining()
     if remaining is None:
         return DEFAULT_REQUEST_TIMEOUT
