@@ -93,20 +93,24 @@ class RawNode:
 
     def has_ready(self) -> bool:
         r = self.raft
-        return bool(
-            self._outstanding is None
-            and (
-                r.msgs
-                or r.read_states
-                or r.append_due
-                or r.reads.round_due
-                or r.log.has_unstable()
-                or r.log.pending_snapshot is not None
-                or r.log.committed > r.log.applied
-                or r.hard_state() != self._prev_hard
-                or self.soft_state() != self._prev_soft
-            )
-        )
+        if self._outstanding is not None:
+            return False
+        if (
+            r.msgs
+            or r.read_states
+            or r.append_due
+            or r.reads.round_due
+            or r.log.has_unstable()
+            or r.log.pending_snapshot is not None
+            or r.log.committed > r.log.applied
+        ):
+            return True
+        # Asked on every turn of the caller's loop: compare the fields rather
+        # than build a HardState and a SoftState to compare.
+        hard, soft = self._prev_hard, self._prev_soft
+        if soft is None or (r.lead, r.role, r.term) != (soft.leader, soft.role, soft.term):
+            return True  # the first Ready always tells the soft state
+        return (r.term, r.vote, r.log.committed) != (hard.term, hard.vote, hard.commit)
 
     def ready(self) -> Ready:
         if self._outstanding is not None:
