@@ -9,7 +9,8 @@ of member flags and NAME=value environment settings (PYTHONPATH pointing at
 another checkout's `services/` runs that code). Both
 3-member clusters run at once; each round runs every scenario of
 `perf_compare.py` on A and B, alternating which goes first, so both see the
-same machine. Prints every run, then the medians and the ratio B/A.
+same machine. Prints every run, then the medians and the ratio B/A, with the
+CPU all members used per operation (steadier than latency on a shared machine).
 """
 
 from __future__ import annotations
@@ -49,7 +50,10 @@ def start(variant: str) -> tuple[LocalCluster, perf_compare.System]:
         os.environ.update(saved)
     eps = [m.endpoint for m in c.members]
     lead, fol = perf_compare.leader_of(eps)
-    return c, perf_compare.System(variant or "(defaults)", lead, fol, eps)
+    pid_of = {m.endpoint: m.proc.pid for m in c.members if m.proc is not None}
+    return c, perf_compare.System(
+        variant or "(defaults)", lead, fol, eps, list(pid_of.values()), pid_of
+    )
 
 
 def main() -> None:
@@ -69,15 +73,22 @@ def main() -> None:
             clusters.append(c)
             systems.append(s)
         results: dict[tuple[int, str], list[perf_compare.Result]] = {}
+        cpu: dict[tuple[int, str], list[float]] = {}  # CPU of all members per operation, us
         for r in range(args.rounds):
             for scen in scenarios:
                 order = [0, 1] if r % 2 == 0 else [1, 0]
                 for i in order:
+                    pids = systems[i].pids
+                    before = sum(perf_compare.cpu_seconds(p) for p in pids)
                     res = perf_compare.run_scenario(systems[i], scen, args.seconds)
+                    used = sum(perf_compare.cpu_seconds(p) for p in pids) - before
+                    # The window is `seconds` long (connecting and warm-up come first).
+                    per_op = used / max(1.0, res.ops_per_s * args.seconds) * 1e6
                     results.setdefault((i, scen), []).append(res)
+                    cpu.setdefault((i, scen), []).append(per_op)
                     print(
                         f"round {r} {'AB'[i]} {scen:17} ops/s={res.ops_per_s:7.0f} "
-                        f"p50={res.p50_ms:6.2f}ms",
+                        f"p50={res.p50_ms:6.2f}ms cpu/op={per_op:5.0f}us",
                         flush=True,
                     )
         print(f"\nA = {systems[0].name}\nB = {systems[1].name}")
@@ -85,9 +96,11 @@ def main() -> None:
             a, b = results[(0, scen)], results[(1, scen)]
             pa, pb = (statistics.median(x.p50_ms for x in xs) for xs in (a, b))
             oa, ob = (statistics.median(x.ops_per_s for x in xs) for xs in (a, b))
+            ca, cb = (statistics.median(cpu[(i, scen)]) for i in (0, 1))
             print(
-                f"{scen:17} A p50={pa:6.2f} ops/s={oa:6.0f} | B p50={pb:6.2f} ops/s={ob:6.0f}"
-                f" | B/A p50={pb / pa:.2f} ops/s={ob / oa:.2f}"
+                f"{scen:17} A p50={pa:6.2f} ops/s={oa:6.0f} cpu/op={ca:5.0f}us"
+                f" | B p50={pb:6.2f} ops/s={ob:6.0f} cpu/op={cb:5.0f}us"
+                f" | B/A p50={pb / pa:.2f} ops/s={ob / oa:.2f} cpu/op={cb / ca:.2f}"
             )
     finally:
         for c in clusters:
