@@ -49,7 +49,7 @@ class LatencyHistogram:
         counts = list(self.counts)  # one consistent copy
         cumulative: list[tuple[str, float]] = []
         total = 0
-        for bound, n in zip(self.bounds, counts, strict=False):
+        for bound, n in zip(self.bounds, counts[:-1], strict=True):
             total += n
             cumulative.append((floatToGoString(bound), total))
         cumulative.append(("+Inf", total + counts[-1]))
