@@ -34,6 +34,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -253,7 +254,8 @@ class SkeletonCluster:
         for i in range(3):
             ports = ",".join(map(str, self.ports))
             cmd = [sys.executable, __file__, "serve", str(i), ports, tcp_ports]
-            self.procs.append(subprocess.Popen([*cmd, str(base / f"wal-{i}-{tcp_ports}")]))
+            wal = base / f"wal-{'tcp' if tcp else 'grpc'}-{i}"
+            self.procs.append(subprocess.Popen([*cmd, str(wal)]))
         self.endpoints = [f"127.0.0.1:{p}" for p in self.ports]
 
         def all_answer() -> bool:
@@ -265,7 +267,11 @@ class SkeletonCluster:
                         return False
             return True
 
-        wait_until(all_answer, 30, "skeleton members answer a put")
+        try:
+            wait_until(all_answer, 30, "skeleton members answer a put")
+        except BaseException:
+            self.stop()
+            raise
 
     def system(self) -> System:
         pids = {e: p.pid for e, p in zip(self.endpoints, self.procs, strict=True)}
@@ -345,6 +351,7 @@ def main() -> None:
     finally:
         for stop in reversed(stops):
             stop()
+        shutil.rmtree(base, ignore_errors=True)
 
 
 PATHS = ("leader", "follower", "round robin")
