@@ -44,6 +44,9 @@ GRPC_OPTIONS = [
     ("grpc.initial_reconnect_backoff_ms", 50),
     ("grpc.min_reconnect_backoff_ms", 50),
     ("grpc.max_reconnect_backoff_ms", 1000),
+    # Each channel its own connection: a channel opened after a failure must not
+    # share a subchannel still waiting out the failed one's reconnect backoff.
+    ("grpc.use_local_subchannel_pool", 1),
 ]
 #: while a peer is unreachable, keep at most this many messages for it
 MAX_QUEUED = 4096
@@ -157,6 +160,12 @@ class Transport:
 
     # -- receiving -------------------------------------------------------------------
 
+    def heard_from(self, peer_id: int) -> None:
+        """`peer_id` opened a stream to us: if our sender to it is backing off, retry now."""
+        peer = self._peers.get(peer_id)
+        if peer is not None:
+            peer.peer_seen.set()
+
     def check_sender(self, cluster_id: int, sender: int, context: grpc.aio.ServicerContext) -> str:
         """Why a frame must be refused, or '' when it is acceptable."""
         if cluster_id != self.cluster_id:
@@ -185,6 +194,8 @@ class _PeerSender:
         self.urls = urls
         self.queue: list[Message] = []
         self.wake = asyncio.Event()
+        #: set when the peer opens a stream to us: it is up, so stop backing off
+        self.peer_seen = asyncio.Event()
         self._channel: grpc.aio.Channel | None = None
         self._closed = False
         self.task = asyncio.create_task(self._run(), name=f"peer-{peer_id:x}")
@@ -214,6 +225,7 @@ class _PeerSender:
         # start, "connection refused" comes first while the peer is not up yet).
         unreachable_because = ""
         while not self._closed:
+            self.peer_seen.clear()
             call = stub.Stream(wait_for_ready=False)
             # A call that ends while idle (the peer went away) wakes us, so we
             # reconnect now rather than on the next write, which would lose that write:
@@ -284,9 +296,13 @@ class _PeerSender:
                     await self._channel.close(None)
                     self._channel = None
                 stub = raft_pb2_grpc.RaftStub(self.channel())
-            with contextlib.suppress(asyncio.CancelledError):
-                await asyncio.sleep(backoff)
-            backoff = min(backoff * 2, BACKOFF_MAX)
+            # Back off, unless the peer shows it is up by calling us meanwhile: a
+            # member that restarts while we wait out a long backoff could not
+            # hear our votes for up to BACKOFF_MAX, stalling an election (seen
+            # as kill -9 failovers of 0.8-1.5 s right after a restart).
+            with contextlib.suppress(asyncio.CancelledError, TimeoutError):
+                await asyncio.wait_for(self.peer_seen.wait(), backoff)
+            backoff = BACKOFF_MIN if self.peer_seen.is_set() else min(backoff * 2, BACKOFF_MAX)
         if self._channel is not None:
             await self._channel.close(None)
 
@@ -326,6 +342,8 @@ class RaftServicer(raft_pb2_grpc.RaftServicer):
                     grpc.StatusCode.INVALID_ARGUMENT,
                     f"batch addressed to another member (this is {self.t.member_id:x})",
                 )
+            if not batches:
+                self.t.heard_from(pb.sender)
             self.t._deliver(batch.messages)
             batches += 1
         return raft_pb2.StreamAck(batches=batches)
