@@ -25,6 +25,21 @@ def transport(me: int, received: list[Message], unreachable: list[int]) -> Trans
     )
 
 
+async def serve(t: Transport, port: int) -> grpc.aio.Server:
+    """A started gRPC server on `port` that hands what arrives to `t`."""
+    server = grpc.aio.server()
+    raft_pb2_grpc.add_RaftServicer_to_server(RaftServicer(t), server)
+    assert server.add_insecure_port(f"127.0.0.1:{port}") == port
+    await server.start()
+    return server
+
+
+async def wait_unreachable(peer: int, unreachable: list[int]) -> None:
+    async with asyncio.timeout(10):
+        while peer not in unreachable:
+            await asyncio.sleep(0.01)
+
+
 async def test_a_message_to_a_peer_that_came_up_late_is_delivered() -> None:
     """A peer that is down when the stream to it is first opened, then comes up: the
     first message sent after that arrives. The stream that failed while idle used to
@@ -35,16 +50,11 @@ async def test_a_message_to_a_peer_that_came_up_late_is_delivered() -> None:
     unreachable: list[int] = []
     a = transport(A, got_a, unreachable)
     a.set_peers({B: [f"http://127.0.0.1:{port}"]})
-    async with asyncio.timeout(10):
-        while B not in unreachable:  # the first stream to B failed: nobody listens yet
-            await asyncio.sleep(0.01)
+    await wait_unreachable(B, unreachable)  # the first stream to B failed: nobody listens yet
 
     got_b: list[Message] = []
     b = transport(B, got_b, [])
-    server = grpc.aio.server()
-    raft_pb2_grpc.add_RaftServicer_to_server(RaftServicer(b), server)
-    assert server.add_insecure_port(f"127.0.0.1:{port}") == port
-    await server.start()
+    server = await serve(b, port)
     try:
         vote = Message(MessageType.PRE_VOTE, to=B, sender=A, term=2, index=7, log_term=1)
         a.send([vote])
@@ -71,21 +81,13 @@ async def test_a_sender_backing_off_retries_when_the_peer_calls_us(monkeypatch) 
     got_a: list[Message] = []
     unreachable_a: list[int] = []
     a = transport(A, got_a, unreachable_a)
-    server_a = grpc.aio.server()
-    raft_pb2_grpc.add_RaftServicer_to_server(RaftServicer(a), server_a)
-    assert server_a.add_insecure_port(f"127.0.0.1:{port_a}") == port_a
-    await server_a.start()
+    server_a = await serve(a, port_a)
     a.set_peers({B: [f"http://127.0.0.1:{port_b}"]})
-    async with asyncio.timeout(10):
-        while B not in unreachable_a:  # nobody listens on B's port yet: A backs off
-            await asyncio.sleep(0.01)
+    await wait_unreachable(B, unreachable_a)  # nobody listens on B's port yet: A backs off
 
     got_b: list[Message] = []
     b = transport(B, got_b, [])
-    server_b = grpc.aio.server()
-    raft_pb2_grpc.add_RaftServicer_to_server(RaftServicer(b), server_b)
-    assert server_b.add_insecure_port(f"127.0.0.1:{port_b}") == port_b
-    await server_b.start()
+    server_b = await serve(b, port_b)
     b.set_peers({A: [f"http://127.0.0.1:{port_a}"]})
     try:
         vote = Message(MessageType.PRE_VOTE, to=A, sender=B, term=2, index=7, log_term=1)
