@@ -73,6 +73,7 @@ def new_node(
     check_quorum: bool = False,
     lazy_commit: bool = False,
     campaign_on_leader_loss: bool = False,
+    batch_forwards: bool = False,
     max_size_per_msg: int = 1 << 20,
     max_inflight_msgs: int = 256,
     terms: Sequence[int] = (),
@@ -101,6 +102,7 @@ def new_node(
         check_quorum=check_quorum,
         lazy_commit=lazy_commit,
         campaign_on_leader_loss=campaign_on_leader_loss,
+        batch_forwards=batch_forwards,
     )
     snap = snapshot if snapshot is not None else conf_snapshot(voters, learners)
     ents = list(entries) if entries is not None else log_of(terms, start=snap.meta.index + 1)

@@ -81,6 +81,12 @@ class Config:
     #: instead of a whole election timeout. A follower that still hears the
     #: leader, and so rejects the (pre-)votes, keeps a live leader in place.
     campaign_on_leader_loss: bool = False
+    #: a follower keeps at most one forward (PROPOSE) on its way to the leader;
+    #: proposals made meanwhile are held and go together when the next append
+    #: or heartbeat from the leader arrives, or at the next tick. An idle
+    #: follower forwards at once; a busy one sends one batch per round trip
+    #: instead of one small message per turn of its loop.
+    batch_forwards: bool = False
 
     def __post_init__(self) -> None:
         if self.id <= 0:
@@ -134,6 +140,10 @@ class Raft:
         #: leader, lazy_commit: for each follower with forwarded proposals (PROPOSE)
         #: not yet committed, (first, last) index of them; it hears of a commit at once
         self.forwarded: dict[int, tuple[int, int]] = {}
+        #: batch_forwards: a PROPOSE went to the leader and no word from it since
+        self.forward_in_flight = False
+        #: batch_forwards: proposals held until that word comes
+        self.forward_held: list[Entry] = []
         self._step_role: Callable[[Message], None] = self._step_follower
         self._reset_randomized_timeout()
 
@@ -248,6 +258,7 @@ class Raft:
         # it (§5.4.2) and lets ReadIndex and configuration changes proceed.
         self._append([Entry(self.term, 0)])
         log.info("became_leader", id=self.id, term=self.term)
+        self._release_forwards()  # what we held for the old leader is ours to append
 
     # -- elections -------------------------------------------------------------
 
@@ -297,6 +308,10 @@ class Raft:
     # -- ticks -----------------------------------------------------------------
 
     def tick(self) -> None:
+        if self.forward_in_flight or self.forward_held:
+            # No word from the leader for a tick: the forward may be lost, so
+            # stop waiting for its answer (held proposals go to whoever leads).
+            self._release_forwards()
         if self.role == Role.LEADER:
             self._tick_leader()
         else:
@@ -417,6 +432,8 @@ class Raft:
                 self._handle_heartbeat(m)
             else:
                 self._handle_snapshot(m)
+            if self.forward_in_flight:
+                self._release_forwards()  # the leader is sending: the next batch may go
         elif t == MT.TIMEOUT_NOW:
             log.info("transfer_timeout_now", id=self.id, term=self.term)
             self.campaign(transfer=True)
@@ -666,14 +683,21 @@ class Raft:
         An empty append still carries the commit index and, in PROBE, asks
         whether the follower's log matches at `next - 1`.
         """
-        if pr.is_paused():
+        paused = pr.is_paused()
+        if paused and (pr.state != ProgressState.REPLICATE or self.log.committed <= pr.sent_commit):
             return
         prev = pr.next - 1
         prev_term = self.log.term(prev)
         if prev_term is None:
             self._send_snapshot(to, pr)
             return
-        entries = self.log.slice(pr.next, self.log.last_index() + 1, self.cfg.max_size_per_msg)
+        if paused:
+            # A full window holds back entries, not the commit index: an append
+            # that only carries it takes no slot (etcd-raft does the same), so a
+            # follower waiting to answer its client is not held up by the window.
+            entries: tuple[Entry, ...] = ()
+        else:
+            entries = self.log.slice(pr.next, self.log.last_index() + 1, self.cfg.max_size_per_msg)
         if not entries and not send_empty:
             return
         self._send(
@@ -686,8 +710,11 @@ class Raft:
                 log_term=prev_term,
                 entries=entries,
                 commit=self.log.committed,
-                # Its answer would only repeat the match we know: skip it.
-                no_ack=not entries and pr.state == ProgressState.REPLICATE and pr.match == prev,
+                # Its answer would only repeat the match we know, or one the
+                # appends in flight will bring: skip it.
+                no_ack=not entries
+                and pr.state == ProgressState.REPLICATE
+                and (pr.match == prev or bool(pr.inflight)),
             )
         )
         pr.sent(entries[-1].index if entries else prev, len(entries))
@@ -769,16 +796,34 @@ class Raft:
                 raise ProposalDropped("leadership transfer in progress")
             self._append([Entry(0, 0, EntryType.NORMAL, d) for d in data])
         elif self.lead != NONE:
-            self._send(
-                Message(
-                    MT.PROPOSE,
-                    to=self.lead,
-                    sender=self.id,
-                    entries=tuple(Entry(0, 0, EntryType.NORMAL, d) for d in data),
-                )
-            )
+            entries = [Entry(0, 0, EntryType.NORMAL, d) for d in data]
+            if self.forward_in_flight:
+                self.forward_held.extend(entries)
+            else:
+                self._forward(entries)
         else:
             raise ProposalDropped("no leader")
+
+    def _forward(self, entries: Sequence[Entry]) -> None:
+        self._send(Message(MT.PROPOSE, to=self.lead, sender=self.id, entries=tuple(entries)))
+        self.forward_in_flight = self.cfg.batch_forwards
+
+    def _release_forwards(self) -> None:
+        """batch_forwards: the leader answered (or a tick passed): send what was held.
+
+        Held proposals go to the current leader, or into our own log if we
+        lead now; with no leader known they wait for one.
+        """
+        self.forward_in_flight = False
+        if not self.forward_held:
+            return
+        if self.role == Role.LEADER:
+            held, self.forward_held = self.forward_held, []
+            if self.lead_transferee == NONE:
+                self._append(held)
+        elif self.lead != NONE:
+            held, self.forward_held = self.forward_held, []
+            self._forward(held)
 
     def propose_conf_change(self, cc: ConfChange) -> None:
         if self.role != Role.LEADER:

@@ -77,6 +77,8 @@ class SimParams:
     #: the transport reports a crashed member unreachable to the others (after
     #: 0-4 ms), and Config.campaign_on_leader_loss is on
     report_crashes: bool = False
+    #: Config.batch_forwards: followers hold proposals while a forward is in flight
+    batch_forwards: bool = False
     #: relative weights of the nemesis' faults
     faults: dict[str, int] = field(
         default_factory=lambda: {
@@ -103,6 +105,7 @@ class SimParams:
             # drawn last, so older seeds keep the rest of their shape
             commit_flush_ms=r.choice([None, None, 0, 2, 20, -1]),
             report_crashes=r.random() < 0.5,
+            batch_forwards=r.random() < 0.5,
         )
 
 
@@ -188,6 +191,7 @@ class Simulation:
             max_inflight_msgs=self.p.max_inflight_msgs,
             lazy_commit=self.p.commit_flush_ms is not None,
             campaign_on_leader_loss=self.p.report_crashes,
+            batch_forwards=self.p.batch_forwards,
         )
         self.nodes[node_id] = n
         self.disk_chain_reset(n)

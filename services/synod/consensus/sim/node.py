@@ -104,6 +104,7 @@ class SimNode:
         max_inflight_msgs: int,
         lazy_commit: bool = False,
         campaign_on_leader_loss: bool = False,
+        batch_forwards: bool = False,
     ):
         self.id = node_id
         self.disk = Disk(snapshot=Snapshot(SnapshotMeta(0, 0, conf)))
@@ -113,6 +114,7 @@ class SimNode:
         self.max_inflight_msgs = max_inflight_msgs
         self.lazy_commit = lazy_commit
         self.campaign_on_leader_loss = campaign_on_leader_loss
+        self.batch_forwards = batch_forwards
         #: a flush_commit is scheduled for this incarnation
         self.flush_pending = False
         self.incarnation = 0
@@ -142,6 +144,7 @@ class SimNode:
             max_inflight_msgs=self.max_inflight_msgs,
             lazy_commit=self.lazy_commit,
             campaign_on_leader_loss=self.campaign_on_leader_loss,
+            batch_forwards=self.batch_forwards,
         )
         self.flush_pending = False
         self.raw = RawNode(config, d.hard_state, d.snapshot, d.entries, d.snapshot.meta.index)
