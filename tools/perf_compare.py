@@ -13,6 +13,7 @@ the same code for both systems.
 Scenarios:
     put_seq_leader   1 Put in flight, to the leader: p50/p99 latency
     put_seq_follower 1 Put in flight, to a follower (forwarded): p50/p99 latency
+    put_8            8 Puts in flight over all members: ops/s
     put_64           64 Puts in flight over all members: ops/s
     range_64         64 linearizable Ranges in flight over all members: ops/s
 
@@ -46,7 +47,7 @@ from etcd_harness import EtcdCluster  # noqa: E402
 
 from synod.etcd.etcdserverpb import rpc_pb2, rpc_pb2_grpc  # noqa: E402
 
-SCENARIOS = ("put_seq_leader", "put_seq_follower", "put_64", "range_64")
+SCENARIOS = ("put_seq_leader", "put_seq_follower", "put_8", "put_64", "range_64")
 
 
 @dataclass
@@ -104,6 +105,8 @@ def run_scenario(sysm: System, scenario: str, seconds: float) -> Result:
         coro = load([sysm.leader], 1, seconds, "put")
     elif scenario == "put_seq_follower":
         coro = load([sysm.follower], 1, seconds, "put")
+    elif scenario == "put_8":
+        coro = load(sysm.endpoints, 8, seconds, "put")
     elif scenario == "put_64":
         coro = load(sysm.endpoints, 64, seconds, "put")
     else:
