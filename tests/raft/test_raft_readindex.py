@@ -165,3 +165,51 @@ def test_read_responses_from_non_members_are_ignored():
     leader.step(Message(MT.HEARTBEAT_RESP, to=1, sender=9, term=leader.term, read_round=99))
     c.process_ready(1)
     assert c.read_states[1] == []
+
+
+def test_reads_arriving_while_a_round_is_on_its_way_share_the_next_round():
+    c = Cluster([1, 2, 3])
+    leader = c.elect(1)
+    mark = len(c.sent)
+    leader.read_index(b"r1")
+    c.process_ready(1)
+    round1, c.pending = c.pending, []
+    leader.read_index(b"r2")
+    leader.read_index(b"r3")
+    # Round 1 is still travelling: r2 and r3 wait for it rather than start their own.
+    assert c.process_ready(1) is None
+    c.deliver(round1)
+    c.stabilize()
+    assert [rs.context for rs in c.read_states[1]] == [b"r1", b"r2", b"r3"]
+    assert len(c.sent_of(MT.HEARTBEAT, since=mark)) == 4  # two rounds, two followers
+
+
+def test_a_lost_read_round_is_confirmed_by_the_next_heartbeat():
+    c = Cluster([1, 2, 3])
+    leader = c.elect(1)
+    leader.read_index(b"r1")
+    c.process_ready(1)
+    c.pending.clear()  # round 1's heartbeats are lost
+    leader.read_index(b"r2")
+    c.stabilize()
+    assert c.read_states[1] == []
+    c.tick(1)  # the regular heartbeat carries round 1 again
+    c.stabilize()
+    assert [rs.context for rs in c.read_states[1]] == [b"r1", b"r2"]
+
+
+def test_a_round_lost_with_leadership_does_not_hold_up_the_next_term():
+    c = Cluster([1, 2, 3])
+    leader = c.elect(1)
+    leader.read_index(b"old")
+    c.process_ready(1)
+    c.pending.clear()  # the round is lost, then so is the leadership
+    c.elect(2)
+    leader = c.elect(1)
+    mark = len(c.sent)
+    leader.read_index(b"new")
+    rd = c.process_ready(1)
+    assert rd is not None and {m.to for m in msgs_of(rd.messages, MT.HEARTBEAT)} == {2, 3}
+    c.stabilize()
+    assert [rs.context for rs in c.read_states[1]] == [b"new"]
+    assert len(c.sent_of(MT.HEARTBEAT, since=mark)) == 2

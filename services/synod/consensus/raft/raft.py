@@ -761,7 +761,7 @@ class Raft:
 
     def start_read_round(self) -> None:
         """Broadcast one heartbeat round confirming every read added since the last."""
-        if self.role == Role.LEADER and self.reads.round_due:
+        if self.role == Role.LEADER and self.reads.round_may_start():
             self.reads.start_round()
             self._bcast_heartbeat()
             self.heartbeat_elapsed = 0

@@ -99,7 +99,7 @@ class RawNode:
             r.msgs
             or r.read_states
             or r.append_due
-            or r.reads.round_due
+            or r.reads.round_may_start()
             or r.log.has_unstable()
             or r.log.pending_snapshot is not None
             or r.log.committed > r.log.applied
