@@ -100,3 +100,20 @@ def test_a_full_window_still_carries_the_commit_index():
     c.release()
     c.stabilize()
     assert c[1].raft.prs[2].match == y
+
+
+def test_proposals_held_while_no_leader_was_known_go_when_one_speaks():
+    c = replicating_cluster(batch_forwards=True)
+    c.cut(2, 1)
+    c[2].propose([b"a"])  # lost with the cut link
+    c.stabilize()
+    c[2].propose([b"b"])  # held
+    c[2].raft.become_follower(c[2].term, 0)  # it loses track of the leader...
+    c.tick(2)  # ...so the tick has nowhere to send "b"
+    c.stabilize()
+    assert forwarded(c) == [[b"a"]]
+    c.heal()
+    c.tick(1)  # the leader's heartbeat names it again
+    c.stabilize()
+    assert forwarded(c) == [[b"a"], [b"b"]]
+    assert applied_data(c, 2) == [b"b"]

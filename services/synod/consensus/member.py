@@ -154,7 +154,7 @@ class Member:
             # costs a Python member ~0.2 ms of CPU at each end. Two appends in
             # flight per follower keep its disk busy while the ack of the first
             # travels back; a follower forwards one batch at a time. Measured
-            # (docs/performance.md, fifth round): put @64 +30-40 %, CPU per put -30 %.
+            # (docs/performance.md, fifth round): put @64 +27 %, CPU per put -23 %.
             max_inflight_msgs=2,
             batch_forwards=True,
         )

@@ -432,7 +432,7 @@ class Raft:
                 self._handle_heartbeat(m)
             else:
                 self._handle_snapshot(m)
-            if self.forward_in_flight:
+            if self.forward_in_flight or self.forward_held:
                 self._release_forwards()  # the leader is sending: the next batch may go
         elif t == MT.TIMEOUT_NOW:
             log.info("transfer_timeout_now", id=self.id, term=self.term)
@@ -819,7 +819,7 @@ class Raft:
             return
         if self.role == Role.LEADER:
             held, self.forward_held = self.forward_held, []
-            if self.lead_transferee == NONE:
+            if self.lead_transferee == NONE:  # else dropped, as forwards are meanwhile
                 self._append(held)
         elif self.lead != NONE:
             held, self.forward_held = self.forward_held, []
