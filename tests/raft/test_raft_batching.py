@@ -117,3 +117,18 @@ def test_proposals_held_while_no_leader_was_known_go_when_one_speaks():
     c.stabilize()
     assert forwarded(c) == [[b"a"], [b"b"]]
     assert applied_data(c, 2) == [b"b"]
+
+
+def test_a_heartbeat_answer_frees_a_window_whose_acknowledgement_was_lost():
+    c = replicating_cluster(max_inflight_msgs=1)
+    c.cut_links.add((2, 1))  # one way: follower 2's acknowledgement of "a" is lost
+    c[1].propose([b"a"])
+    c.stabilize()
+    c.heal()
+    c[1].propose([b"b"])
+    c.stabilize()
+    assert c[1].raft.prs[2].match < c[1].raft.log.last_index()  # "b" waits: window full
+    c.tick(1)  # a heartbeat round: follower 2 answers it
+    c.stabilize()
+    assert c[1].raft.prs[2].match == c[1].raft.log.last_index()
+    assert applied_data(c, 2) == [b"a", b"b"]

@@ -86,6 +86,11 @@ class Progress:
             self.inflight.popleft()
         return updated
 
+    def free_first(self) -> None:
+        """Forget the oldest append in flight (its acknowledgement may be lost)."""
+        if self.inflight:
+            self.inflight.popleft()
+
     def maybe_decr_to(self, rejected: int, hint: int) -> bool:
         """The follower rejected an append at `rejected`; back off towards `hint`.
 

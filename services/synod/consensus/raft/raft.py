@@ -593,6 +593,13 @@ class Raft:
         behind = pr.match < self.log.last_index()
         if pr.state == ProgressState.PROBE:
             pr.probe_sent = False
+        elif pr.state == ProgressState.REPLICATE and pr.is_paused():
+            # It answers heartbeats but its window stays full: an acknowledgement
+            # may have been lost with a broken stream. Free one slot so that the
+            # next append goes now (a gap in its log turns into a rejection and a
+            # probe), rather than after stalled_tick's half election timeout.
+            # etcd-raft does the same.
+            pr.free_first()
         if behind:
             self._send_append(m.sender, pr, send_empty=pr.state == ProgressState.PROBE)
         if m.read_round > pr.read_ack:
