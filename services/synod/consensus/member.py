@@ -150,12 +150,13 @@ class Member:
             heartbeat_tick=1,
             lazy_commit=c.commit_broadcast_delay_ms > 0,
             campaign_on_leader_loss=True,
-            # Batch per round trip, not per turn of the loop: each peer message
-            # costs a Python member ~0.2 ms of CPU at each end. Two appends in
-            # flight per follower keep its disk busy while the ack of the first
-            # travels back; a follower forwards one batch at a time. Measured
-            # (docs/performance.md, fifth round): put @64 +27 %, CPU per put -23 %.
-            max_inflight_msgs=2,
+            # A follower forwards one batch of proposals at a time (one message
+            # per round trip, not per turn of its loop). The append window stays
+            # at the core's 256: a window of 2 gave most of a +27 % at put @64 but left
+            # followers behind when the leader compacted, so they needed
+            # snapshots, and a proposal a follower forwarded that reached it
+            # inside a snapshot waited out its deadline (docs/performance.md,
+            # fifth round).
             batch_forwards=True,
         )
         raw = RawNode(raft_config, hard_state, snapshot, entries, applied=snapshot.meta.index)
