@@ -22,6 +22,18 @@ def applied_data(c, id: int) -> list[bytes]:
     return [e.data for e in c.applied[id] if e.data]
 
 
+def lose_a_forward_then_hold_b():
+    """Follower 2's forward of "a" is lost on a cut link; "b", made after it, is held."""
+    c = replicating_cluster(batch_forwards=True)
+    c.cut(2, 1)
+    c[2].propose([b"a"])
+    c.stabilize()
+    c[2].propose([b"b"])
+    c.stabilize()
+    assert forwarded(c) == [[b"a"]]
+    return c
+
+
 def test_an_idle_follower_forwards_at_once():
     c = replicating_cluster(batch_forwards=True)
     c[2].propose([b"a"])
@@ -54,13 +66,7 @@ def test_without_batch_forwards_each_proposal_goes_alone():
 
 
 def test_held_proposals_go_at_the_next_tick_without_word_from_the_leader():
-    c = replicating_cluster(batch_forwards=True)
-    c.cut(2, 1)  # the forward of "a" is lost
-    c[2].propose([b"a"])
-    c.stabilize()
-    c[2].propose([b"b"])
-    c.stabilize()
-    assert forwarded(c) == [[b"a"]]
+    c = lose_a_forward_then_hold_b()
     c.heal()
     c.tick(2)
     c.stabilize()
@@ -69,11 +75,7 @@ def test_held_proposals_go_at_the_next_tick_without_word_from_the_leader():
 
 
 def test_held_proposals_join_the_log_of_a_follower_that_becomes_leader():
-    c = replicating_cluster(batch_forwards=True)
-    c.cut(2, 1)
-    c[2].propose([b"a"])  # lost with the cut link
-    c.stabilize()
-    c[2].propose([b"b"])  # held
+    c = lose_a_forward_then_hold_b()
     c.heal()
     c.elect(2)
     c.stabilize()
@@ -103,11 +105,7 @@ def test_a_full_window_still_carries_the_commit_index():
 
 
 def test_proposals_held_while_no_leader_was_known_go_when_one_speaks():
-    c = replicating_cluster(batch_forwards=True)
-    c.cut(2, 1)
-    c[2].propose([b"a"])  # lost with the cut link
-    c.stabilize()
-    c[2].propose([b"b"])  # held
+    c = lose_a_forward_then_hold_b()
     c[2].raft.become_follower(c[2].term, 0)  # it loses track of the leader...
     c.tick(2)  # ...so the tick has nowhere to send "b"
     c.stabilize()
