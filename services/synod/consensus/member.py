@@ -152,7 +152,7 @@ class Member:
             campaign_on_leader_loss=True,
             # A follower forwards one batch of proposals at a time (one message
             # per round trip, not per turn of its loop). The append window stays
-            # at the core's 256: a window of 2 gave most of a +27 % at put @64 but left
+            # at the core's 256: a window of 2 added ~10 % at put @64 but left
             # followers behind when the leader compacted, so they needed
             # snapshots, and a proposal a follower forwarded that reached it
             # inside a snapshot waited out its deadline (docs/performance.md,
