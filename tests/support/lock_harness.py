@@ -213,7 +213,9 @@ class LockEnv:
                         break
                 except grpc.RpcError:
                     pass
-                if not r.alive() or time.monotonic() > deadline:
+                if not r.alive():
+                    raise RuntimeError(f"{r.name} exited before serving\n{self.logs_tail()}")
+                if time.monotonic() > deadline:
                     raise TimeoutError(f"{r.name} not serving after {timeout}s\n{self.logs_tail()}")
                 time.sleep(0.05)
         return self
