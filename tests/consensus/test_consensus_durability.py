@@ -115,8 +115,24 @@ def test_leader_killed_under_load_a_new_leader_serves_quickly(cluster: LocalClus
     assert c.leader() is not old
 
 
-def test_member_that_missed_many_entries_catches_up_by_snapshot(tmp_path: Path) -> None:
-    c = LocalCluster(tmp_path, extra_args=["--unsafe-no-fsync", "--snapshot-count", "50"])
+@pytest.mark.parametrize(
+    "catchup, by_snapshot",
+    [("0", True), ("1000", False)],
+    ids=["log-compacted-past-it", "entries-kept-behind-the-snapshot"],
+)
+def test_member_that_missed_many_entries_catches_up(
+    tmp_path: Path, catchup: str, by_snapshot: bool
+) -> None:
+    """300 entries missed, snapshots every 50: past the leader's log start, unless
+    the leader keeps 1,000 entries behind each snapshot."""
+    c = LocalCluster(
+        tmp_path,
+        extra_args=[
+            "--unsafe-no-fsync",
+            "--snapshot-count", "50",
+            "--snapshot-catchup-entries", catchup,
+        ],
+    )  # fmt: skip
     try:
         c.start()
         lagging = c.members[2]
@@ -131,7 +147,8 @@ def test_member_that_missed_many_entries_catches_up_by_snapshot(tmp_path: Path) 
             "the restarted member to hold all 300 keys",
         )
         log = lagging.log_path.read_text()
-        assert "snapshot_received" in log or "snapshot_installed" in log, c.logs_tail()
+        installed = "snapshot_received" in log or "snapshot_installed" in log
+        assert installed == by_snapshot, c.logs_tail()
     finally:
         c.stop()
 

@@ -42,6 +42,8 @@ def test_flags_mirror_etcd_and_environment_variables_fill_in() -> None:
     assert parse([]).commit_broadcast_delay_ms == 2.0
     assert c.heartbeat_interval_ms == 50 and c.election_ticks == 12
     assert c.snapshot_count == 77 and c.unsafe_no_fsync
+    assert c.snapshot_catchup_entries == 5000
+    assert parse(["--snapshot-catchup-entries", "0"]).snapshot_catchup_entries == 0
     assert c.initial_cluster["n2"] == ["http://127.0.0.1:2480"]
     assert c.max_request_bytes == int(1.5 * 1024 * 1024)
     # the command line wins over the environment
@@ -66,6 +68,7 @@ def test_flags_mirror_etcd_and_environment_variables_fill_in() -> None:
         (["--commit-broadcast-delay", "soon"], "not a number"),
         (["--commit-broadcast-delay", "-1"], "between 0 and --heartbeat-interval"),
         (["--commit-broadcast-delay", "150"], "between 0 and --heartbeat-interval"),
+        (["--snapshot-catchup-entries", "-1"], "must be >= 0"),
     ],
 )
 def test_bad_flags_are_explained(argv: list[str], text: str) -> None:

@@ -41,6 +41,52 @@ def test_compact_drops_log_before_snapshot_index():
     assert [e.data for e in node.raft.log.entries] == [b"c"]
 
 
+def test_compact_keeps_the_last_entries_the_snapshot_covers():
+    node = new_node(1, [1])
+    node.campaign()
+    node.propose([b"a", b"b", b"c", b"d"])
+    take_ready(node)
+    take_ready(node)
+    assert node.raft.log.applied == 5
+    node.compact(snapshot_at(node, 4), keep=2)
+    log = node.raft.log
+    assert log.snapshot.meta.index == 4
+    assert log.first_index() == 3
+    assert log.term(1) is None
+    assert [e.data for e in log.entries] == [b"b", b"c", b"d"]
+    assert [e.data for e in log.slice(3, 6, 1 << 20)] == [b"b", b"c", b"d"]
+    # A later snapshot moves the start on, keeping the same number behind it.
+    node.propose([b"e"])
+    take_ready(node)
+    take_ready(node)
+    node.compact(snapshot_at(node, 6), keep=2)
+    assert (log.snapshot.meta.index, log.first_index()) == (6, 5)
+    # Keeping more than the log holds keeps it all.
+    node.compact(snapshot_at(node, 6), keep=100)
+    assert log.first_index() == 5
+
+
+def test_follower_behind_by_fewer_than_the_kept_entries_gets_appends_not_a_snapshot():
+    c = Cluster([1, 2, 3])
+    c.elect(1)
+    c.isolate(3)
+    c[1].propose([b"a", b"b", b"c", b"d"])
+    c.stabilize()
+    behind = c[3].raft.log.last_index()
+    at = c.committed(1)
+    c[1].compact(snapshot_at(c[1], at), keep=at - behind)
+    assert c[1].raft.log.first_index() == behind + 1
+    c.heal()
+    c[1].propose([b"e"])  # its append reaches node 3 over a gap: rejected, then probed
+    for _ in range(3):
+        c.tick(1)
+        c.stabilize()
+    assert c.committed(3) == at + 1
+    assert not c.sent_of(MT.SNAPSHOT)
+    assert c.disks[3].snapshot.meta.index == 0  # caught up from entries
+    assert [e.data for e in c.applied[3]][-5:] == [b"a", b"b", b"c", b"d", b"e"]
+
+
 def test_compact_beyond_applied_is_refused():
     node = new_node(1, [1])
     node.campaign()

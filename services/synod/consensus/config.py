@@ -95,6 +95,9 @@ class MemberConfig:
     heartbeat_interval_ms: int = 100
     election_timeout_ms: int = 1000
     snapshot_count: int = 10000
+    #: entries a snapshot covers that stay in memory, so that a follower a little
+    #: behind at the snapshot gets appends rather than the whole snapshot
+    snapshot_catchup_entries: int = 5000
     #: ms a leader waits before telling followers of a commit that no append carried
     commit_broadcast_delay_ms: float = 2.0
     max_request_bytes: int = int(1.5 * MIB)
@@ -139,6 +142,12 @@ _FLAGS: list[tuple[str, str, str]] = [
     ("--heartbeat-interval", "MS", "leader heartbeat interval in ms (default: 100)"),
     ("--election-timeout", "MS", "election timeout in ms (default: 1000)"),
     ("--snapshot-count", "N", "applied entries between snapshots (default: 10000)"),
+    (
+        "--snapshot-catchup-entries",
+        "N",
+        "entries kept in memory behind each snapshot for slow followers to catch up "
+        "from (default: 5000)",
+    ),
     (
         "--commit-broadcast-delay",
         "MS",
@@ -227,6 +236,8 @@ def from_args(
         )
     if (v := get("--snapshot-count")) is not None:
         c.snapshot_count = _int(v, "--snapshot-count")
+    if (v := get("--snapshot-catchup-entries")) is not None:
+        c.snapshot_catchup_entries = _int(v, "--snapshot-catchup-entries", minimum=0)
     if (v := get("--commit-broadcast-delay")) is not None:
         try:
             c.commit_broadcast_delay_ms = float(v)

@@ -166,6 +166,7 @@ class Member:
             self.state,
             tick_seconds=c.heartbeat_interval_ms / 1000,
             snapshot_count=c.snapshot_count,
+            snapshot_catchup_entries=c.snapshot_catchup_entries,
             metrics=self.metrics,
             commit_broadcast_delay=c.commit_broadcast_delay_ms / 1000,
         )

@@ -118,6 +118,7 @@ class Node:
         snapshot_count: int,
         metrics: NodeMetrics | None = None,
         commit_broadcast_delay: float = 0.0,
+        snapshot_catchup_entries: int = 0,
     ):
         self.raw = raw
         self.storage = storage
@@ -125,6 +126,7 @@ class Node:
         self.sender: Sender | None = None
         self.tick_seconds = tick_seconds
         self.snapshot_count = snapshot_count
+        self.snapshot_catchup_entries = snapshot_catchup_entries
         self.metrics = metrics
         self.commit_broadcast_delay = commit_broadcast_delay
         self._flush_timer: asyncio.TimerHandle | None = None
@@ -488,7 +490,12 @@ class Node:
             SnapshotMeta(index, term, self.raw.raft.conf_state_at(index)), self.sm.snapshot_data()
         )
         await asyncio.get_running_loop().run_in_executor(self._io, self.storage.compact, snap)
-        self.raw.compact(snap)
+        # The WAL drops everything the snapshot covers; the log in memory keeps
+        # the last entries behind it, so a follower trailing by less than that
+        # gets appends. Without them it needs the whole snapshot, and a proposal
+        # it forwarded that lands inside the snapshot is never applied there as
+        # an entry: its client would wait out the deadline.
+        self.raw.compact(snap, keep=self.snapshot_catchup_entries)
         log.info("snapshot_taken", index=index, bytes=len(snap.data))
 
     def _fail_all(self, err: Exception) -> None:

@@ -1,10 +1,14 @@
 """The replicated log as one member holds it in memory.
 
 Indexes: the log holds entries `first_index() .. last_index()`; everything up to
-and including `snapshot.meta.index` has been folded into the snapshot.
+and including `snapshot.meta.index` has been folded into the snapshot. The
+entries the snapshot covers may stay for a while after it (`compact`'s `keep`),
+so that a follower a little behind still gets appends and not a whole snapshot;
+`offset()` is the index just before the first entry held, and never above the
+snapshot's.
 
 Invariants:
-    snapshot.meta.index <= applied <= committed <= last_index()
+    offset() <= snapshot.meta.index <= applied <= committed <= last_index()
     stable <= last_index()       (entries above `stable` are not yet on disk)
     committed entries are never truncated (a conflict there is a safety bug).
 """
@@ -23,7 +27,8 @@ class RaftSafetyError(AssertionError):
 class RaftLog:
     def __init__(self, snapshot: Snapshot, entries: Sequence[Entry], committed: int, applied: int):
         self.snapshot = snapshot
-        #: entries[i] has index snapshot.meta.index + 1 + i
+        #: the index and term just before entries[0] (entries[i] has index _offset + 1 + i)
+        self._offset, self._offset_term = snapshot.meta.index, snapshot.meta.term
         self.entries: list[Entry] = list(entries)
         # A snapshot holds only committed entries, so its index is committed
         # even if the hard state saying so was lost (it is written unsynced).
@@ -46,22 +51,22 @@ class RaftLog:
     # -- reading -------------------------------------------------------------
 
     def offset(self) -> int:
-        return self.snapshot.meta.index
+        return self._offset
 
     def first_index(self) -> int:
-        return self.snapshot.meta.index + 1
+        return self._offset + 1
 
     def last_index(self) -> int:
-        return self.snapshot.meta.index + len(self.entries)
+        return self._offset + len(self.entries)
 
     def last_term(self) -> int:
-        return self.entries[-1].term if self.entries else self.snapshot.meta.term
+        return self.entries[-1].term if self.entries else self._offset_term
 
     def term(self, index: int) -> int | None:
         """The term of `index`, or None when it is compacted away or not there yet."""
-        off = self.snapshot.meta.index
+        off = self._offset
         if index == off:
-            return self.snapshot.meta.term
+            return self._offset_term
         if off < index <= off + len(self.entries):
             return self.entries[index - off - 1].term
         return None
@@ -76,9 +81,9 @@ class RaftLog:
 
     def slice(self, lo: int, hi: int, max_bytes: int) -> tuple[Entry, ...]:
         """Entries lo..hi-1, at least one, then as many as fit in `max_bytes` of data."""
-        off = self.snapshot.meta.index
+        off = self._offset
         if lo <= off:
-            raise RaftSafetyError(f"slice from {lo} reaches into the snapshot ending at {off}")
+            raise RaftSafetyError(f"slice from {lo} reaches below the log's start at {off + 1}")
         hi = min(hi, self.last_index() + 1)
         out: list[Entry] = []
         size = 0
@@ -96,7 +101,7 @@ class RaftLog:
         instead of one entry at a time (the "fast backtracking" of §5.3).
         """
         index = min(index, self.last_index())
-        off = self.snapshot.meta.index
+        off = self._offset
         if index < off:
             return index, 0  # compacted away: its term is unknown here
         while index > off:
@@ -104,10 +109,10 @@ class RaftLog:
             if t <= term:
                 return index, t
             index -= 1
-        return off, self.snapshot.meta.term
+        return off, self._offset_term
 
     def unstable_entries(self) -> tuple[Entry, ...]:
-        off = self.snapshot.meta.index
+        off = self._offset
         start = max(self.stable, off) - off
         return tuple(self.entries[start:])
 
@@ -116,7 +121,7 @@ class RaftLog:
 
     def next_committed_entries(self) -> tuple[Entry, ...]:
         """Committed entries not yet handed out for applying (all are on disk or in this Ready)."""
-        off = self.snapshot.meta.index
+        off = self._offset
         lo = max(self.applied, off)
         return tuple(self.entries[lo - off : self.committed - off])
 
@@ -131,7 +136,7 @@ class RaftLog:
             raise RaftSafetyError(
                 f"overwriting committed entry {first} (committed {self.committed})"
             )
-        off = self.snapshot.meta.index
+        off = self._offset
         if first > self.last_index() + 1:
             raise RaftSafetyError(f"gap: appending {first} after {self.last_index()}")
         del self.entries[first - off - 1 :]
@@ -156,8 +161,8 @@ class RaftLog:
         for e in entries:
             t = self.term(e.index)
             if t is None:
-                if e.index <= self.snapshot.meta.index:
-                    continue  # already folded into our snapshot, so it matches
+                if e.index <= self._offset:
+                    continue  # compacted: committed, so it matches
                 return e.index
             if t != e.term:
                 return e.index
@@ -184,13 +189,15 @@ class RaftLog:
     def restore(self, snapshot: Snapshot) -> None:
         """Replace the whole log with a snapshot from the leader (to be persisted)."""
         self.snapshot = snapshot
+        self._offset, self._offset_term = snapshot.meta.index, snapshot.meta.term
         self.entries = []
         self.committed = snapshot.meta.index
         self.stable = snapshot.meta.index
         self.pending_snapshot = snapshot
 
-    def compact(self, snapshot: Snapshot) -> None:
-        """The application took a snapshot at an applied index: drop the log up to it."""
+    def compact(self, snapshot: Snapshot, keep: int = 0) -> None:
+        """The application took a snapshot at an applied index: drop the log up to it,
+        but for the last `keep` entries it covers."""
         idx = snapshot.meta.index
         if idx <= self.snapshot.meta.index:
             return
@@ -198,5 +205,11 @@ class RaftLog:
             raise RaftSafetyError(f"snapshot at {idx} is beyond applied {self.applied}")
         if self.term(idx) != snapshot.meta.term:
             raise RaftSafetyError(f"snapshot term {snapshot.meta.term} does not match log at {idx}")
-        del self.entries[: idx - self.snapshot.meta.index]
         self.snapshot = snapshot
+        new_offset = idx - max(keep, 0)
+        if new_offset <= self._offset:
+            return
+        new_offset_term = self.term(new_offset)
+        assert new_offset_term is not None  # between the old offset and idx, so held
+        del self.entries[: new_offset - self._offset]
+        self._offset, self._offset_term = new_offset, new_offset_term

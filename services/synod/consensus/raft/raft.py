@@ -918,16 +918,19 @@ class Raft:
     def hard_state(self) -> HardState:
         return HardState(self.term, self.vote, self.log.committed)
 
-    def compact(self, snapshot: Snapshot) -> None:
-        """The application took `snapshot` at an index it has applied; drop the log before it."""
+    def compact(self, snapshot: Snapshot, keep: int = 0) -> None:
+        """The application took `snapshot` at an index it has applied; drop the log before
+        it, but for the last `keep` entries it covers (for followers a little behind)."""
         if snapshot.meta.conf != self._conf_at(snapshot.meta.index):
             raise RaftSafetyError("snapshot configuration does not match the log")
-        self.log.compact(snapshot)
+        self.log.compact(snapshot, keep)
 
     def _conf_at(self, index: int) -> ConfState:
-        conf = self.log.snapshot.meta.conf
+        """The configuration at `index`, which is at or after the log's snapshot."""
+        snap = self.log.snapshot.meta
+        conf = snap.conf
         off = self.log.offset()
-        for e in self.log.entries[: max(index - off, 0)]:
+        for e in self.log.entries[snap.index - off : max(index - off, 0)]:
             if e.type == EntryType.CONF_CHANGE:
                 conf = confchange.decode(e.data)[1]
         return conf

@@ -82,8 +82,8 @@ class RawNode:
     def report_unreachable(self, to: int) -> None:
         self.raft.report_unreachable(to)
 
-    def compact(self, snapshot: Snapshot) -> None:
-        self.raft.compact(snapshot)
+    def compact(self, snapshot: Snapshot, keep: int = 0) -> None:
+        self.raft.compact(snapshot, keep)
 
     # -- outputs ---------------------------------------------------------------
 

@@ -79,6 +79,8 @@ class SimParams:
     report_crashes: bool = False
     #: Config.batch_forwards: followers hold proposals while a forward is in flight
     batch_forwards: bool = False
+    #: entries a snapshot covers that stay in the log (Node's snapshot_catchup_entries)
+    catchup_entries: int = 0
     #: relative weights of the nemesis' faults
     faults: dict[str, int] = field(
         default_factory=lambda: {
@@ -106,6 +108,7 @@ class SimParams:
             commit_flush_ms=r.choice([None, None, 0, 2, 20, -1]),
             report_crashes=r.random() < 0.5,
             batch_forwards=r.random() < 0.5,
+            catchup_entries=r.choice([0, 0, 5, 40]),
         )
 
 
@@ -192,6 +195,7 @@ class Simulation:
             lazy_commit=self.p.commit_flush_ms is not None,
             campaign_on_leader_loss=self.p.report_crashes,
             batch_forwards=self.p.batch_forwards,
+            catchup_entries=self.p.catchup_entries,
         )
         self.nodes[node_id] = n
         self.disk_chain_reset(n)

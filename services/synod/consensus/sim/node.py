@@ -105,6 +105,7 @@ class SimNode:
         lazy_commit: bool = False,
         campaign_on_leader_loss: bool = False,
         batch_forwards: bool = False,
+        catchup_entries: int = 0,
     ):
         self.id = node_id
         self.disk = Disk(snapshot=Snapshot(SnapshotMeta(0, 0, conf)))
@@ -115,6 +116,7 @@ class SimNode:
         self.lazy_commit = lazy_commit
         self.campaign_on_leader_loss = campaign_on_leader_loss
         self.batch_forwards = batch_forwards
+        self.catchup_entries = catchup_entries
         #: a flush_commit is scheduled for this incarnation
         self.flush_pending = False
         self.incarnation = 0
@@ -169,5 +171,5 @@ class SimNode:
             SnapshotMeta(idx, term, self.raw.raft.conf_state_at(idx)), self.sm.to_bytes()
         )
         self.disk.compact(snap)
-        self.raw.compact(snap)
+        self.raw.compact(snap, keep=self.catchup_entries)
         return snap
