@@ -46,6 +46,10 @@ def test_contiguous_span_skips_past_a_port_in_use() -> None:
     assert span == [22003, 22004, 22005, 22006]
 
 
+def test_asking_for_none_gives_none() -> None:
+    assert free_loopback_ports(0) == []
+
+
 def test_a_range_too_small_is_refused() -> None:
     with pytest.raises(ValueError, match="too small"):
         PortSource(30000, 30010)

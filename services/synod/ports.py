@@ -62,6 +62,8 @@ class PortSource:
 
     def take(self, n: int, contiguous: bool = False) -> list[int]:
         """`n` free ports; `contiguous` asks for n consecutive ones."""
+        if n <= 0:
+            return []
         found: list[int] = []
         for _ in range(self.end - self.start):
             port = self._next
