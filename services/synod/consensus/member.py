@@ -150,13 +150,16 @@ class Member:
             heartbeat_tick=1,
             lazy_commit=c.commit_broadcast_delay_ms > 0,
             campaign_on_leader_loss=True,
-            # A follower forwards one batch of proposals at a time (one message
-            # per round trip, not per turn of its loop). The append window stays
-            # at the core's 256: a window of 2 added ~10 % at put @64 but left
-            # followers behind when the leader compacted, so they needed
-            # snapshots, and a proposal a follower forwarded that reached it
-            # inside a snapshot waited out its deadline (docs/performance.md,
-            # fifth round).
+            # Batch per round trip, not per turn of the loop: each peer message
+            # costs a Python member ~0.2 ms of CPU at each end. Two appends in
+            # flight per follower keep its disk busy while the first one's
+            # acknowledgement travels back, and the rest wait and go in one
+            # message; a follower forwards one batch of proposals at a time.
+            # A follower the window leaves behind when the leader snapshots
+            # catches up from the entries kept behind the snapshot
+            # (--snapshot-catchup-entries). Measured: docs/performance.md,
+            # fifth and sixth rounds.
+            max_inflight_msgs=2,
             batch_forwards=True,
         )
         raw = RawNode(raft_config, hard_state, snapshot, entries, applied=snapshot.meta.index)
