@@ -7,10 +7,13 @@ import shutil
 import signal
 import threading
 import time
+import urllib.request
+from pathlib import Path
 
 import grpc
 import pytest
-from cluster_harness import LocalCluster, etcdctl
+from cluster_harness import LocalCluster, etcdctl, free_port, wait_until
+from prometheus_client.parser import text_string_to_metric_families
 
 from synod.etcd.etcdserverpb import rpc_pb2, rpc_pb2_grpc
 
@@ -193,3 +196,54 @@ def test_a_leader_that_lost_its_quorum_does_not_renew_leases(cluster: LocalClust
             stub.LeaseKeepAlive(iter([rpc_pb2.LeaseKeepAliveRequest(ID=lease)]), timeout=10)
         )
         assert resp.TTL == 30
+
+
+def _counter(metrics_port: int, name: str) -> float:
+    body = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=2).read()
+    for family in text_string_to_metric_families(body.decode()):
+        for s in family.samples:
+            if s.name == name:
+                return float(s.value)
+    raise AssertionError(f"{name} not exported")
+
+
+@pytest.mark.parametrize("via", ["leader", "follower"])
+def test_renewals_on_one_stream_are_answered_together(tmp_path: Path, via: str) -> None:
+    """A client renews all its leases on one stream. The leader confirms its
+    leadership (a ReadIndex round) before a renewal, and a follower forwards
+    renewals to the leader: handled one at a time, each renewal would take a
+    round and a forward of its own; handled together, they share them."""
+    c = LocalCluster(tmp_path, extra_args=["--unsafe-no-fsync"])
+    metrics = {m.name: free_port() for m in c.members}
+    for m in c.members:
+        m.extra_args = ["--metrics-addr", f"127.0.0.1:{metrics[m.name]}"]
+    try:
+        c.start()
+        leader = c.leader()
+        member = leader if via == "leader" else next(m for m in c.members if m is not leader)
+
+        def counters() -> tuple[float, float]:
+            return (
+                _counter(metrics[leader.name], "synod_read_index_rounds_total"),
+                _counter(metrics[member.name], "synod_lease_renewal_forwards_total"),
+            )
+
+        n = 256
+        with member.channel() as ch:
+            stub = rpc_pb2_grpc.LeaseStub(ch)
+            ids = [
+                stub.LeaseGrant(rpc_pb2.LeaseGrantRequest(TTL=60), timeout=5).ID for _ in range(n)
+            ]
+            rounds0, forwards0 = wait_until(counters, 10, "the metrics endpoints")
+            requests = iter([rpc_pb2.LeaseKeepAliveRequest(ID=i) for i in ids])
+            answers = list(stub.LeaseKeepAlive(requests, timeout=30))
+        rounds1, forwards1 = counters()
+        assert sorted(a.ID for a in answers) == sorted(ids)
+        assert all(a.TTL == 60 for a in answers)
+        assert rounds1 - rounds0 < n / 2, f"{n} renewals took {rounds1 - rounds0} read rounds"
+        if via == "follower":
+            assert 0 < forwards1 - forwards0 < n / 2, f"{forwards1 - forwards0} forwards"
+        else:
+            assert forwards1 == forwards0
+    finally:
+        c.stop()

@@ -36,12 +36,16 @@ def test_scrape_shows_what_was_counted() -> None:
     m.observe_apply(0.00002)
     m.proposal_failed(2)
     m.proposals_committed += 7
+    m.read_round_started()
+    m.renewal_forwards += 3
     m.term, m.commit_index = 3, 41
     s = _samples(m)
     assert s[("synod_raft_term", "")] == 3
     assert s[("synod_raft_commit_index", "")] == 41
     assert s[("synod_proposals_committed_total", "")] == 7
     assert s[("synod_proposals_failed_total", "")] == 2
+    assert s[("synod_read_index_rounds_total", "")] == 1
+    assert s[("synod_lease_renewal_forwards_total", "")] == 3
     assert s[("synod_wal_fsync_seconds_bucket", "0.0005")] == 1
     assert s[("synod_wal_fsync_seconds_bucket", "0.00025")] == 0
     assert s[("synod_apply_seconds_count", "")] == 1

@@ -141,6 +141,11 @@ class Lessor:
         self.check_interval = check_interval
         self._task: asyncio.Task[None] | None = None
         self._revokes: set[asyncio.Task[None]] = set()
+        #: a follower's renewals waiting for the next RenewLeases call to the leader
+        self._renewals_to_forward: list[
+            tuple[int, asyncio.Future[rpc_pb2.LeaseKeepAliveResponse]]
+        ] = []
+        self._forwarding_renewals: asyncio.Future[None] | None = None
 
     def attach(self, state: ConsensusState) -> None:
         state.on_lease_granted.append(self.clock.granted)
@@ -151,12 +156,10 @@ class Lessor:
         self._task = asyncio.create_task(self._expire_loop(), name="lease-expiry")
 
     async def stop(self) -> None:
-        for t in [self._task, *self._revokes]:
-            if t is not None:
-                t.cancel()
-        await asyncio.gather(
-            *[t for t in [self._task, *self._revokes] if t], return_exceptions=True
-        )
+        tasks = [t for t in [self._task, self._forwarding_renewals, *self._revokes] if t]
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     def leader_changed(self, leader: int) -> None:
         assert self.m.state is not None
@@ -201,13 +204,50 @@ class Lessor:
 
     async def keepalive(self, req: rpc_pb2.LeaseKeepAliveRequest) -> rpc_pb2.LeaseKeepAliveResponse:
         if self.clock.active:
-            return await self.leader_keepalive(req)
-        stub = self.m.leader_stub()
-        return await _forward(stub.LeaseKeepAlive, req)
+            return (await self.leader_renew([req.ID]))[0]
+        return await self._forward_renewal(req.ID)
 
-    async def leader_keepalive(
-        self, req: rpc_pb2.LeaseKeepAliveRequest
-    ) -> rpc_pb2.LeaseKeepAliveResponse:
+    async def _forward_renewal(self, lease_id: int) -> rpc_pb2.LeaseKeepAliveResponse:
+        """Renew through the leader, in one RenewLeases call with the other renewals
+        asked for while the previous call was on its way: a call per renewal costs
+        both members a gRPC call's CPU each (docs/performance.md, sixth round)."""
+        fut: asyncio.Future[rpc_pb2.LeaseKeepAliveResponse] = (
+            asyncio.get_running_loop().create_future()
+        )
+        self._renewals_to_forward.append((lease_id, fut))
+        if self._forwarding_renewals is None:
+            self._forwarding_renewals = asyncio.ensure_future(self._forward_renewals())
+        return await fut
+
+    async def _forward_renewals(self) -> None:
+        from synod.consensus.node import NotLeaderError
+
+        try:
+            while self._renewals_to_forward:
+                batch, self._renewals_to_forward = self._renewals_to_forward, []
+                outcome: list[rpc_pb2.LeaseKeepAliveResponse] | BaseException
+                try:
+                    stub = self.m.leader_stub()
+                    ids = internal_pb2.LeaseRenewals(ids=[i for i, _ in batch])
+                    self.m.metrics.renewal_forwards += 1
+                    outcome = list((await _forward(stub.RenewLeases, ids)).answers)
+                    if len(outcome) != len(batch):
+                        outcome = NotLeaderError(
+                            f"leader answered {len(outcome)} of {len(batch)} renewals"
+                        )
+                except NotLeaderError as e:
+                    outcome = e
+                for k, (_, fut) in enumerate(batch):
+                    if fut.done():
+                        continue  # its client went away
+                    if isinstance(outcome, BaseException):
+                        fut.set_exception(outcome)
+                    else:
+                        fut.set_result(outcome[k])
+        finally:
+            self._forwarding_renewals = None
+
+    async def leader_renew(self, ids: list[int]) -> list[rpc_pb2.LeaseKeepAliveResponse]:
         """Renew on the leader, once a quorum has confirmed it still is the leader.
 
         A leader cut off from the others keeps its role until check-quorum deposes it,
@@ -223,24 +263,24 @@ class Lessor:
         await self.m.read_barrier(timeout=self.m.config.election_timeout_ms / 1000)
         if not self.clock.active:
             raise NotLeaderError("leadership changed while confirming it; retry")
-        return self.local_keepalive(req)
-
-    def local_keepalive(self, req: rpc_pb2.LeaseKeepAliveRequest) -> rpc_pb2.LeaseKeepAliveResponse:
         assert self.m.state is not None
-        from synod.consensus.node import NotLeaderError
-
         if not self.caught_up():
             # A brand-new leader may not have applied a recent grant yet: do not
             # answer "not found" for a live lease; the client retries.
             raise NotLeaderError("leader is catching up; retry")
-        lease = self.m.state.leases.get(req.ID)
-        ttl = 0  # etcd answers an unknown lease with TTL 0
-        if lease is not None and lease.id not in self.clock.revoking:
-            self.clock.renew(lease)
-            ttl = lease.ttl
-        # A lease whose revoke is on its way is as good as gone: say so (TTL 0)
-        # rather than renew it and let its keys vanish under the client.
-        return rpc_pb2.LeaseKeepAliveResponse(header=self.m.header(), ID=req.ID, TTL=ttl)
+        header = self.m.header()
+        leases = self.m.state.leases
+        answers = []
+        for lease_id in ids:
+            lease = leases.get(lease_id)
+            ttl = 0  # etcd answers an unknown lease with TTL 0
+            if lease is not None and lease.id not in self.clock.revoking:
+                self.clock.renew(lease)
+                ttl = lease.ttl
+            # A lease whose revoke is on its way is as good as gone: say so (TTL 0)
+            # rather than renew it and let its keys vanish under the client.
+            answers.append(rpc_pb2.LeaseKeepAliveResponse(header=header, ID=lease_id, TTL=ttl))
+        return answers
 
     async def time_to_live(
         self, req: rpc_pb2.LeaseTimeToLiveRequest

@@ -66,6 +66,8 @@ class MemberMetrics:
         self.apply_index = 0
         self.proposals_committed = 0
         self.proposals_failed = 0
+        self.read_rounds = 0
+        self.renewal_forwards = 0
         self.fsync_seconds = LatencyHistogram()
         self.apply_seconds = LatencyHistogram()
         self._leader = 0
@@ -103,6 +105,18 @@ class MemberMetrics:
             "Proposals refused (no leader, transfer)",
             value=self.proposals_failed,
         )
+        yield CounterMetricFamily(
+            "synod_read_index_rounds",
+            "ReadIndex requests this member made (the linearizable reads and lease "
+            "renewals waiting at the time share one)",
+            value=self.read_rounds,
+        )
+        yield CounterMetricFamily(
+            "synod_lease_renewal_forwards",
+            "RenewLeases calls this follower made to the leader (each carries the "
+            "renewals its clients asked for meanwhile)",
+            value=self.renewal_forwards,
+        )
         yield self.fsync_seconds.family("synod_wal_fsync_seconds", "WAL fsync latency")
         yield self.apply_seconds.family(
             "synod_apply_seconds", "Time to apply one Ready's committed entries"
@@ -130,6 +144,9 @@ class MemberMetrics:
 
     def proposal_failed(self, n: int) -> None:
         self.proposals_failed += n
+
+    def read_round_started(self) -> None:
+        self.read_rounds += 1
 
     def observe_fsync(self, seconds: float) -> None:
         self.fsync_seconds.observe(seconds)

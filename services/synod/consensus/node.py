@@ -107,6 +107,8 @@ class NodeMetrics(Protocol):
 
     def proposal_failed(self, n: int) -> None: ...
 
+    def read_round_started(self) -> None: ...
+
 
 class Node:
     def __init__(
@@ -336,6 +338,8 @@ class Node:
             else:
                 self._reads_in_flight[ctx] = reads
                 self._read_sent[ctx] = asyncio.get_running_loop().time()
+                if self.metrics:
+                    self.metrics.read_round_started()
         if self._reads_in_flight and ticks:
             self._retry_lost_reads()
 

@@ -25,13 +25,14 @@ class InternalServicer(internal_pb2_grpc.InternalServicer):
         if not self.m.lessor.clock.active:
             await context.abort(*NOT_LEADER)
 
-    async def LeaseKeepAlive(
-        self, request: rpc_pb2.LeaseKeepAliveRequest, context: grpc.aio.ServicerContext
-    ) -> rpc_pb2.LeaseKeepAliveResponse:
+    async def RenewLeases(
+        self, request: internal_pb2.LeaseRenewals, context: grpc.aio.ServicerContext
+    ) -> internal_pb2.LeaseRenewalAnswers:
         await self._require_leader(context)
-        return await call_guarded(
-            context, functools.partial(self.m.lessor.leader_keepalive, request)
+        answers = await call_guarded(
+            context, functools.partial(self.m.lessor.leader_renew, list(request.ids))
         )
+        return internal_pb2.LeaseRenewalAnswers(answers=answers)
 
     async def LeaseTimeToLive(
         self, request: rpc_pb2.LeaseTimeToLiveRequest, context: grpc.aio.ServicerContext
