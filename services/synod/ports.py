@@ -70,7 +70,7 @@ class PortSource:
             self._next = port + 1 if port + 1 < self.end else self.start
             if contiguous and found and port != found[-1] + 1:
                 found = []  # wrapped around the end of the range
-            if _bindable(port):
+            if port_free(port):
                 found.append(port)
                 if len(found) == n:
                     return found
@@ -79,7 +79,8 @@ class PortSource:
         raise RuntimeError(f"no {n} free ports in {self.start}-{self.end}")
 
 
-def _bindable(port: int) -> bool:
+def port_free(port: int) -> bool:
+    """Whether a server could listen on 127.0.0.1:`port` now."""
     # SO_REUSEADDR as gRPC's and Go's listeners set it: a port whose last
     # connections linger in TIME_WAIT is free for them, one with a listener is not.
     with socket.socket() as s:

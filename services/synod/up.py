@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -31,6 +30,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from synod.etcd.etcdserverpb import rpc_pb2, rpc_pb2_grpc
+from synod.ports import port_free
 from synod.tls import ClientTLS
 
 
@@ -113,16 +113,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="mutual TLS everywhere, with a throwaway CA made in DATA_DIR/tls "
         "(needs the cryptography package: pip install 'synod[devcerts]')",
     )
-
-
-def port_free(port: int) -> bool:
-    with socket.socket() as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
 
 
 def plan(base: int, data: Path, with_router: bool, tls: UpTLS | None = None) -> list[Proc]:
