@@ -2,8 +2,8 @@
 (and the test harnesses).
 
 A port found free is not reserved: the server that is to listen on it binds it a
-second or so later, in another process. Two things can take it in between, and
-both have failed CI runs here:
+second or so later, in another process. Two things can take it in between (the
+first failed a CI run here):
 
 - an outgoing connection: the kernel gives those a port of its ephemeral range
   (`net.ipv4.ip_local_port_range`, 32768-60999 by default), so the ports handed
