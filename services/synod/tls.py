@@ -42,6 +42,7 @@ from synod.flags import ConfigError, add_flags, env_name
 
 __all__ = [
     "ClientTLS",
+    "FollowingSSLContext",
     "ReloadingClientCredentials",
     "ServerTLS",
     "add_endpoint_arguments",
@@ -149,6 +150,46 @@ class ServerTLS:
         )
 
 
+    def ssl_context(self) -> ssl.SSLContext:
+        """The same settings as a stdlib context, for the peer stream (TLS 1.2 or later)."""
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+        ctx.load_cert_chain(self.cert_file, self.key_file)
+        if self.trusted_ca_file:
+            ctx.load_verify_locations(cafile=self.trusted_ca_file)
+            ctx.verify_mode = ssl.CERT_REQUIRED
+        return ctx
+
+
+class FollowingSSLContext:
+    """A stdlib SSL context made again when its files change (a renewed certificate).
+
+    For the peer stream, which does its TLS with the stdlib rather than gRPC:
+    `get()` before each handshake. Files that do not load (half-written, key and
+    certificate from different renewals) keep the last good context, with a warning.
+    """
+
+    def __init__(self, build: Callable[[], ssl.SSLContext], files: list[str]) -> None:
+        self._build = build
+        self._files = [f for f in files if f]
+        self._seen = _signature(self._files)
+        self._context = build()
+        self._warned: tuple[tuple[int, int], ...] | None = None
+
+    def get(self) -> ssl.SSLContext:
+        now = _signature(self._files)
+        if now != self._seen:
+            try:
+                self._context = self._build()
+                self._seen = now
+                log.info("tls_reloaded", files=self._files)
+            except (ssl.SSLError, OSError) as e:
+                if self._warned != now:
+                    self._warned = now
+                    log.warning("tls_reload_skipped", files=self._files, error=str(e))
+        return self._context
+
+
 def _signature(files: list[str]) -> tuple[tuple[int, int], ...]:
     """(mtime, size) of each file; (-1, -1) for one that cannot be read now."""
     out = []
@@ -202,6 +243,14 @@ class ClientTLS:
             private_key=Path(self.key_file).read_bytes() if self.key_file else None,
             certificate_chain=Path(self.cert_file).read_bytes() if self.cert_file else None,
         )
+
+    def ssl_context(self) -> ssl.SSLContext:
+        """The same settings as a stdlib context (verifies the server's name, too)."""
+        ctx = ssl.create_default_context(cafile=self.ca_file or None)
+        ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+        if self.cert_file:
+            ctx.load_cert_chain(self.cert_file, self.key_file)
+        return ctx
 
     def check(self, ca_flag: str, cert_flag: str, key_flag: str) -> ClientTLS:
         """Every file readable and well-formed, the key with the certificate; self."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
 import queue
 import signal
@@ -206,17 +207,31 @@ def test_corrupt_wal_record_in_the_middle_stops_the_member_naming_file_and_offse
 
 
 def test_unknown_peer_is_refused(cluster: LocalCluster) -> None:
-    from synod.raft.v1 import raft_pb2, raft_pb2_grpc
+    """A peer stream from a member outside the configuration is refused, saying why;
+    gRPC on the same peer port (the internal calls) still answers."""
+    from synod.consensus import peer_stream
+    from synod.consensus.v1 import internal_pb2, internal_pb2_grpc
 
     m = cluster.members[0]
     st = m.status()
+
+    async def dial_as_stranger() -> str:
+        try:
+            _, writer = await peer_stream.dial(
+                f"http://127.0.0.1:{m.peer_port}", None, st.header.cluster_id, 0xDEAD, 5.0
+            )
+        except peer_stream.PeerStreamError as e:
+            return str(e)
+        writer.close()
+        return "accepted"
+
+    why = asyncio.run(dial_as_stranger())
+    assert why.startswith("refused:") and "dead is not in this cluster" in why, why
     with grpc.insecure_channel(f"127.0.0.1:{m.peer_port}") as ch:
-        stub = raft_pb2_grpc.RaftStub(ch)
-        batch = raft_pb2.MessageBatch(cluster_id=st.header.cluster_id, sender=0xDEAD)
-        with pytest.raises(grpc.RpcError) as ei:
-            stub.Stream(iter([batch]), timeout=5)
-        assert ei.value.code() == grpc.StatusCode.PERMISSION_DENIED
-        assert "not in this cluster" in (ei.value.details() or "")
+        info = internal_pb2_grpc.InternalStub(ch).ClusterInfo(
+            internal_pb2.ClusterInfoRequest(), timeout=5
+        )
+    assert info.cluster_id == st.header.cluster_id
     assert os.path.exists(m.data_dir)
 
 

@@ -1,15 +1,15 @@
-"""The peer transport on its own: two Transports in this process, real gRPC on loopback."""
+"""The peer transport on its own: two Transports in this process, real peer streams on loopback."""
 
 from __future__ import annotations
 
 import asyncio
 
-import grpc
+import pytest
 from ports import free_port
 
+from synod.consensus.peer_listener import PeerListener
 from synod.consensus.raft import Message, MessageType
-from synod.consensus.transport import RaftServicer, Transport
-from synod.raft.v1 import raft_pb2_grpc
+from synod.consensus.transport import Transport
 
 CLUSTER, A, B = 0xC1, 0xA, 0xB
 
@@ -25,13 +25,11 @@ def transport(me: int, received: list[Message], unreachable: list[int]) -> Trans
     )
 
 
-async def serve(t: Transport, port: int) -> grpc.aio.Server:
-    """A started gRPC server on `port` that hands what arrives to `t`."""
-    server = grpc.aio.server()
-    raft_pb2_grpc.add_RaftServicer_to_server(RaftServicer(t), server)
-    assert server.add_insecure_port(f"127.0.0.1:{port}") == port
-    await server.start()
-    return server
+async def serve(t: Transport, port: int) -> PeerListener:
+    """A listener on `port` that hands the peer streams arriving there to `t`."""
+    listener = PeerListener(t, grpc_address=lambda _tls: "no-grpc-here", server_ssl=None)
+    await listener.listen(f"http://127.0.0.1:{port}", "test")
+    return listener
 
 
 async def wait_unreachable(peer: int, unreachable: list[int]) -> None:
@@ -64,7 +62,7 @@ async def test_a_message_to_a_peer_that_came_up_late_is_delivered() -> None:
         assert got_b == [vote]
     finally:
         await a.close()
-        await server.stop(None)
+        await server.close()
 
 
 async def test_a_sender_backing_off_retries_when_the_peer_calls_us(monkeypatch) -> None:
@@ -101,5 +99,72 @@ async def test_a_sender_backing_off_retries_when_the_peer_calls_us(monkeypatch) 
     finally:
         await a.close()
         await b.close()
-        await server_a.stop(None)
-        await server_b.stop(None)
+        await server_a.close()
+        await server_b.close()
+
+
+async def test_messages_arrive_in_order_whether_written_at_once_or_queued(monkeypatch) -> None:
+    """`send` writes straight to the socket while the peer keeps pace, and queues
+    for the sender task when the socket's buffer is full. Messages sent after a
+    queued run must not overtake it: Raft's pipelined appends rely on order."""
+    from synod.consensus import transport as transport_module
+
+    port = free_port()
+    got_b: list[Message] = []
+    b = transport(B, got_b, [])
+    server = await serve(b, port)
+    a = transport(A, [], [])
+    a.set_peers({B: [f"http://127.0.0.1:{port}"]})
+    sent: list[Message] = []
+
+    def burst(n: int) -> None:
+        for _ in range(n):
+            m = Message(MessageType.HEARTBEAT, to=B, sender=A, term=1, commit=len(sent))
+            sent.append(m)
+            a.send([m])
+
+    try:
+        async with asyncio.timeout(10):  # connected: the first message arrives
+            burst(1)
+            while not got_b:
+                await asyncio.sleep(0.01)
+        burst(50)  # written at once
+        monkeypatch.setattr(transport_module, "WRITE_BUFFER_LIMIT", 0)
+        burst(50)  # the buffer counts as full: queued
+        monkeypatch.setattr(transport_module, "WRITE_BUFFER_LIMIT", 1 << 30)
+        burst(50)  # must wait behind the queued ones
+        async with asyncio.timeout(10):
+            while len(got_b) < len(sent):
+                await asyncio.sleep(0.01)
+        assert [m.commit for m in got_b] == [m.commit for m in sent]
+    finally:
+        await a.close()
+        await server.close()
+
+
+@pytest.mark.parametrize(
+    ("env", "host", "proxy"),
+    [
+        ({}, "10.0.0.1", None),
+        ({"grpc_proxy": "http://127.0.0.1:3128"}, "10.0.0.1", ("127.0.0.1", 3128)),
+        ({"https_proxy": "proxy.example:8080"}, "m1", ("proxy.example", 8080)),
+        ({"grpc_proxy": "http://p:1", "https_proxy": "http://q:2"}, "m1", ("p", 1)),
+        ({"grpc_proxy": "http://p:1", "no_grpc_proxy": "m1"}, "m1", None),
+        ({"grpc_proxy": "http://p:1", "no_proxy": "*"}, "m1", None),
+        ({"grpc_proxy": "http://p:1", "no_proxy": "cluster.local"}, "m1.cluster.local", None),
+        # the harness clears the exemptions so that nothing bypasses its proxy
+        ({"grpc_proxy": "http://p:1", "no_grpc_proxy": "", "no_proxy": "m1"}, "m1", ("p", 1)),
+    ],
+)
+def test_peer_streams_take_the_proxy_grpc_would(
+    monkeypatch, env: dict[str, str], host: str, proxy: tuple[str, int] | None
+) -> None:
+    """Peer streams follow gRPC's proxy settings, so the fault-injection harness's
+    CONNECT proxy sees them along with the member's gRPC calls."""
+    from synod.consensus.peer_stream import http_proxy_for
+
+    for k in ("grpc_proxy", "https_proxy", "http_proxy", "no_grpc_proxy", "no_proxy"):
+        monkeypatch.delenv(k, raising=False)
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    assert http_proxy_for(host) == proxy

@@ -3,10 +3,11 @@
 `Member` names every dependency in one place (config, storage, state machine,
 node, transport, servers) and owns their start and stop order:
 
-    start: open storage -> restore state -> node -> transport -> peer server
-           -> client server (KV, Cluster, Maintenance, health, reflection)
+    start: open storage -> restore state -> node -> transport -> peer gRPC server
+           -> peer listener (peer URLs) -> client server (KV, Cluster,
+           Maintenance, health, reflection)
     stop:  hand leadership away if we lead -> stop serving clients -> node
-           -> transport -> storage
+           -> transport -> peer listener -> peer gRPC server -> storage
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from synod.consensus.leases import Lessor, min_ttl_seconds
 from synod.consensus.membership import Membership
 from synod.consensus.metrics import MemberMetrics
 from synod.consensus.node import Node, NotLeaderError
+from synod.consensus.peer_listener import PeerListener
 from synod.consensus.raft import (
     Config,
     ConfState,
@@ -47,7 +49,7 @@ from synod.consensus.watch import WatchHub
 from synod.etcd.etcdserverpb import rpc_pb2
 from synod.grpc_server import server_options
 from synod.raft.v1 import raft_pb2_grpc
-from synod.tls import ReloadingClientCredentials, ServerTLS
+from synod.tls import FollowingSSLContext, ReloadingClientCredentials, ServerTLS
 from synod.tls import mode as tls_mode
 
 log = structlog.get_logger("synod.member")
@@ -71,6 +73,7 @@ class Member:
         self.transport: Transport | None = None
         self.client_server: grpc.aio.Server | None = None
         self.peer_server: grpc.aio.Server | None = None
+        self.peer_listener: PeerListener | None = None
         self.health_server: grpc.aio.Server | None = None
         # grpc_health ships its asyncio servicer as health.aio, which has no type stubs.
         self.health = health.aio.HealthServicer()  # type: ignore[attr-defined]
@@ -88,6 +91,21 @@ class Member:
         self._peer_credentials = (
             ReloadingClientCredentials(config.peer_client_tls)
             if config.peer_client_tls is not None
+            else None
+        )
+        # The same, as stdlib SSL contexts: peer streams dial (and are served) with them.
+        self._peer_ssl = (
+            FollowingSSLContext(
+                config.peer_client_tls.ssl_context,
+                [config.peer_client_tls.ca_file, config.peer_client_tls.cert_file,
+                 config.peer_client_tls.key_file],
+            )
+            if config.peer_client_tls is not None
+            else None
+        )  # fmt: skip
+        self._peer_server_ssl = (
+            FollowingSSLContext(config.peer_tls.ssl_context, config.peer_tls.files())
+            if config.peer_tls is not None
             else None
         )
         self._state_waiters: list[tuple[Callable[[], bool], asyncio.Future[None]]] = []
@@ -181,6 +199,7 @@ class Member:
             report_unreachable=self.node.report_unreachable,
             is_member=lambda mid: self.state is not None and mid in self.state.members,
             credentials=self.peer_credentials,
+            ssl_context=self._peer_ssl.get if self._peer_ssl is not None else None,
         )
         self.node.sender = self.transport
         self.state.on_members_changed.append(self._members_changed)
@@ -193,9 +212,25 @@ class Member:
         from synod.consensus.api.internal import InternalServicer
 
         internal_pb2_grpc.add_InternalServicer_to_server(InternalServicer(self), self.peer_server)
-        for url in c.listen_peer_urls:
-            _bind(self.peer_server, url, "--listen-peer-urls", c.peer_tls)
+        # The gRPC peer server listens only on abstract Unix sockets (one without
+        # TLS, one with when there is a peer certificate); the peer listener owns
+        # the peer URLs and passes gRPC connections on to it (peer_listener.py).
+        grpc_names = {
+            tls: f"synod-peer-{self.id:x}-{os.getpid()}-{os.urandom(4).hex()}-{tls:d}"
+            for tls in (False, True)
+        }
+        self.peer_server.add_insecure_port(f"unix-abstract:{grpc_names[False]}")
+        if c.peer_tls is not None:
+            self.peer_server.add_secure_port(
+                f"unix-abstract:{grpc_names[True]}", c.peer_tls.credentials()
+            )
         await self.peer_server.start()
+        server_ssl = self._peer_server_ssl
+        self.peer_listener = PeerListener(
+            self.transport, grpc_names.__getitem__, server_ssl.get if server_ssl else None
+        )
+        for url in c.listen_peer_urls:
+            await self.peer_listener.listen(url, "--listen-peer-urls")
 
         self.client_server = grpc.aio.server(
             options=server_options(
@@ -312,6 +347,8 @@ class Member:
             await self._leader_channel[1].close(None)
         if self.transport is not None:
             await self.transport.close()
+        if self.peer_listener is not None:
+            await self.peer_listener.close()
         if self.peer_server is not None:
             await self.peer_server.stop(grace=0.5)
         if self.storage is not None:
