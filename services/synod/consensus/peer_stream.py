@@ -125,8 +125,13 @@ async def dial(
         raise PeerStreamError(f"no answer within {timeout:g} s") from None
     except (asyncio.IncompleteReadError, ConnectionError) as e:
         _close(writer)
-        what = "TLS handshake" if is_tls(url) else "handshake"
-        raise PeerStreamError(f"the peer closed the connection during the {what} ({e!r})") from None
+        if is_tls(url):
+            # TLS 1.3 lets the client finish first; a server that refuses our
+            # certificate then just closes.
+            why = "the TLS handshake (was our certificate refused?)"
+        else:
+            why = f"the handshake ({type(e).__name__})"
+        raise PeerStreamError(f"the peer closed the connection during {why}") from None
 
 
 async def _connect(host: str, port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
