@@ -168,3 +168,38 @@ def test_peer_streams_take_the_proxy_grpc_would(
     for k, v in env.items():
         monkeypatch.setenv(k, v)
     assert http_proxy_for(host) == proxy
+
+
+async def test_messages_queued_while_a_peer_is_down_again_survive_failed_redials() -> None:
+    """A stream that was up and written to breaks (the peer went down). What is
+    sent while the peer stays down waits, through every failed redial, and
+    arrives when it is back: the first messages to a restarted peer are votes."""
+    port = free_port()
+    got_b: list[Message] = []
+    unreachable: list[int] = []
+    b = transport(B, got_b, [])
+    server = await serve(b, port)
+    a = transport(A, [], unreachable)
+    a.set_peers({B: [f"http://127.0.0.1:{port}"]})
+    try:
+        first = Message(MessageType.HEARTBEAT, to=B, sender=A, term=1)
+        a.send([first])
+        async with asyncio.timeout(10):
+            while not got_b:
+                await asyncio.sleep(0.01)
+        await server.close()  # B goes down: A's stream breaks, its redials fail
+        await wait_unreachable(B, unreachable)
+        vote = Message(MessageType.PRE_VOTE, to=B, sender=A, term=2, index=7, log_term=1)
+        a.send([vote])
+        async with asyncio.timeout(10):  # at least one more failed redial with the vote queued
+            n = len(unreachable)
+            while len(unreachable) < n + 2:
+                await asyncio.sleep(0.01)
+        server = await serve(b, port)
+        async with asyncio.timeout(10):
+            while len(got_b) < 2:
+                await asyncio.sleep(0.01)
+        assert got_b == [first, vote]
+    finally:
+        await a.close()
+        await server.close()

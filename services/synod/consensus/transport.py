@@ -266,7 +266,7 @@ class _PeerSender:
         self.peer_seen = asyncio.Event()
         #: the open stream, while `send` may write to it directly
         self._writer: asyncio.StreamWriter | None = None
-        #: something was written on the current stream
+        #: something was written on the current stream (reset before each dial)
         self._wrote = False
         self._closed = False
         self.task = asyncio.create_task(self._run(), name=f"peer-{peer_id:x}")
@@ -302,6 +302,7 @@ class _PeerSender:
             self.peer_seen.clear()
             writer: asyncio.StreamWriter | None = None
             connected = False
+            self._wrote = False
             try:
                 reader, writer = await peer_stream.dial(
                     self.urls[0],
@@ -349,7 +350,6 @@ class _PeerSender:
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         """Write to an open stream until it ends (raises _StreamEnded, or the write's error)."""
-        self._wrote = False
         # The listener sends nothing once it has accepted us, so a read that
         # returns means the stream ended. It wakes us, so we reconnect now rather
         # than on the next write, which would be lost: a lost vote request costs
