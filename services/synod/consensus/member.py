@@ -219,11 +219,15 @@ class Member:
             tls: f"synod-peer-{self.id:x}-{os.getpid()}-{os.urandom(4).hex()}-{tls:d}"
             for tls in (False, True)
         }
-        self.peer_server.add_insecure_port(f"unix-abstract:{grpc_names[False]}")
+        bound = [self.peer_server.add_insecure_port(f"unix-abstract:{grpc_names[False]}")]
         if c.peer_tls is not None:
-            self.peer_server.add_secure_port(
-                f"unix-abstract:{grpc_names[True]}", c.peer_tls.credentials()
+            bound.append(
+                self.peer_server.add_secure_port(
+                    f"unix-abstract:{grpc_names[True]}", c.peer_tls.credentials()
+                )
             )
+        if not all(bound):  # 0: not bound
+            raise OSError("cannot open the peer gRPC server's abstract Unix socket")
         await self.peer_server.start()
         server_ssl = self._peer_server_ssl
         self.peer_listener = PeerListener(
