@@ -376,9 +376,9 @@ class Node:
             # on the loop, acknowledge, then apply. Handing a write this small to
             # the WAL thread and back costs more than the fsync itself (two
             # thread hand-offs, ~200 us each here), and the acknowledgement is
-            # what the leader, and the client, wait for. A leader never does
-            # this: its appends must leave first, and they only leave when the
-            # loop turns.
+            # what the leader, and the client, wait for. A leader keeps the
+            # thread: its loop takes new requests while its disk works, and
+            # fsyncing on it measured no better (docs/performance.md, seventh round).
             self.storage.persist_ready(rd)
             if late and self.sender is not None:
                 self.sender.send(late)
