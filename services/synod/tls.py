@@ -149,7 +149,6 @@ class ServerTLS:
             self._configuration(), fetch, require_client_authentication=self.client_cert_auth
         )
 
-
     def ssl_context(self) -> ssl.SSLContext:
         """The same settings as a stdlib context, for the peer stream (TLS 1.2 or later)."""
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
