@@ -94,15 +94,15 @@ class Member:
             else None
         )
         # The same, as stdlib SSL contexts: peer streams dial (and are served) with them.
+        client_tls = config.peer_client_tls
         self._peer_ssl = (
             FollowingSSLContext(
-                config.peer_client_tls.ssl_context,
-                [config.peer_client_tls.ca_file, config.peer_client_tls.cert_file,
-                 config.peer_client_tls.key_file],
+                client_tls.ssl_context,
+                [client_tls.ca_file, client_tls.cert_file, client_tls.key_file],
             )
-            if config.peer_client_tls is not None
+            if client_tls is not None
             else None
-        )  # fmt: skip
+        )
         self._peer_server_ssl = (
             FollowingSSLContext(config.peer_tls.ssl_context, config.peer_tls.files())
             if config.peer_tls is not None
