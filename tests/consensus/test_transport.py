@@ -203,3 +203,43 @@ async def test_messages_queued_while_a_peer_is_down_again_survive_failed_redials
     finally:
         await a.close()
         await server.close()
+
+
+def test_a_send_on_a_connection_that_just_closed_does_not_raise() -> None:
+    """The peer's connection closes and, before the sender's task has noticed,
+    the Raft loop sends to that peer. On uvloop, the loop members run on, a
+    write to the closed transport raises; that must not reach the Raft loop
+    (it stopped a member whose leader was killed, in a CI run)."""
+    import uvloop
+
+    async def scenario() -> None:
+        port = free_port()
+        got_b: list[Message] = []
+        b = transport(B, got_b, [])
+        server = await serve(b, port)
+        unreachable: list[int] = []
+        a = transport(A, [], unreachable)
+        a.set_peers({B: [f"http://127.0.0.1:{port}"]})
+        try:
+            first = Message(MessageType.HEARTBEAT, to=B, sender=A, term=1)
+            a.send([first])
+            async with asyncio.timeout(10):
+                while not got_b:
+                    await asyncio.sleep(0.01)
+            writer = a._peers[B]._writer
+            assert writer is not None
+            writer.transport.abort()
+            await asyncio.sleep(0)  # the transport is closed now; the sender has not noticed
+            assert a._peers[B]._writer is writer
+            a.send([Message(MessageType.HEARTBEAT, to=B, sender=A, term=1, commit=1)])
+            await wait_unreachable(B, unreachable)  # the sender noticed and redials
+            later = Message(MessageType.HEARTBEAT, to=B, sender=A, term=1, commit=2)
+            async with asyncio.timeout(10):  # and the stream works again
+                while later not in got_b:
+                    a.send([later])
+                    await asyncio.sleep(0.05)
+        finally:
+            await a.close()
+            await server.close()
+
+    uvloop.run(scenario())

@@ -137,7 +137,8 @@ class PeerListener:
 
 
 async def _pump(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
-    with contextlib.suppress(ConnectionError, OSError):
+    # RuntimeError: uvloop's word for a write to a connection that has closed.
+    with contextlib.suppress(ConnectionError, OSError, RuntimeError):
         while data := await src.read(PROXY_CHUNK):
             dst.write(data)
             await dst.drain()

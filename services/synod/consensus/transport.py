@@ -239,6 +239,8 @@ class Transport:
                 self._deliver(batch.messages)
         except (asyncio.IncompleteReadError, ConnectionError, TimeoutError):
             return  # the peer went away (or never finished its hello)
+        except RuntimeError:
+            return  # uvloop: our answer met a connection already closed
         except ssl.SSLError as e:
             log.info("peer_handshake_failed", remote=remote, error=e.reason or str(e))
         except (ValueError, PeerStreamError, DecodeError) as e:
@@ -276,12 +278,20 @@ class _PeerSender:
         if (
             w is not None
             and not self.queue
+            and not w.is_closing()
             and w.transport.get_write_buffer_size() < WRITE_BUFFER_LIMIT
         ):
             # Up, nothing queued ahead of these, and the peer keeps pace: write now.
-            w.write(self.t.encode(msgs))
-            self._wrote = True
-            return
+            try:
+                w.write(self.t.encode(msgs))
+            except (RuntimeError, OSError):
+                # The connection closed before our task noticed (uvloop raises
+                # where asyncio would drop the write): never into the Raft loop.
+                # Queued, they go the way the broken stream's queue goes.
+                self._writer = None
+            else:
+                self._wrote = True
+                return
         q = self.queue
         q.extend(msgs)
         if len(q) > MAX_QUEUED:
