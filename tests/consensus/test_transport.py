@@ -38,6 +38,27 @@ async def wait_unreachable(peer: int, unreachable: list[int]) -> None:
             await asyncio.sleep(0.01)
 
 
+FIRST = Message(MessageType.HEARTBEAT, to=B, sender=A, term=1)
+
+
+async def connected(
+    port: int,
+) -> tuple[Transport, Transport, PeerListener, list[Message], list[int]]:
+    """A with its stream to B (listening on `port`) up: FIRST has arrived.
+    Returns A, B, B's listener, what B received, and A's unreachable reports."""
+    got_b: list[Message] = []
+    b = transport(B, got_b, [])
+    server = await serve(b, port)
+    unreachable: list[int] = []
+    a = transport(A, [], unreachable)
+    a.set_peers({B: [f"http://127.0.0.1:{port}"]})
+    a.send([FIRST])
+    async with asyncio.timeout(10):
+        while not got_b:
+            await asyncio.sleep(0.01)
+    return a, b, server, got_b, unreachable
+
+
 async def test_a_message_to_a_peer_that_came_up_late_is_delivered() -> None:
     """A peer that is down when the stream to it is first opened, then comes up: the
     first message sent after that arrives. The stream that failed while idle used to
@@ -175,18 +196,8 @@ async def test_messages_queued_while_a_peer_is_down_again_survive_failed_redials
     sent while the peer stays down waits, through every failed redial, and
     arrives when it is back: the first messages to a restarted peer are votes."""
     port = free_port()
-    got_b: list[Message] = []
-    unreachable: list[int] = []
-    b = transport(B, got_b, [])
-    server = await serve(b, port)
-    a = transport(A, [], unreachable)
-    a.set_peers({B: [f"http://127.0.0.1:{port}"]})
+    a, b, server, got_b, unreachable = await connected(port)
     try:
-        first = Message(MessageType.HEARTBEAT, to=B, sender=A, term=1)
-        a.send([first])
-        async with asyncio.timeout(10):
-            while not got_b:
-                await asyncio.sleep(0.01)
         await server.close()  # B goes down: A's stream breaks, its redials fail
         await wait_unreachable(B, unreachable)
         vote = Message(MessageType.PRE_VOTE, to=B, sender=A, term=2, index=7, log_term=1)
@@ -199,7 +210,7 @@ async def test_messages_queued_while_a_peer_is_down_again_survive_failed_redials
         async with asyncio.timeout(10):
             while len(got_b) < 2:
                 await asyncio.sleep(0.01)
-        assert got_b == [first, vote]
+        assert got_b == [FIRST, vote]
     finally:
         await a.close()
         await server.close()
@@ -213,19 +224,8 @@ def test_a_send_on_a_connection_that_just_closed_does_not_raise() -> None:
     import uvloop
 
     async def scenario() -> None:
-        port = free_port()
-        got_b: list[Message] = []
-        b = transport(B, got_b, [])
-        server = await serve(b, port)
-        unreachable: list[int] = []
-        a = transport(A, [], unreachable)
-        a.set_peers({B: [f"http://127.0.0.1:{port}"]})
+        a, _b, server, got_b, unreachable = await connected(free_port())
         try:
-            first = Message(MessageType.HEARTBEAT, to=B, sender=A, term=1)
-            a.send([first])
-            async with asyncio.timeout(10):
-                while not got_b:
-                    await asyncio.sleep(0.01)
             writer = a._peers[B]._writer
             assert writer is not None
             writer.transport.abort()
