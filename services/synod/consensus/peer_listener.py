@@ -93,10 +93,12 @@ class PeerListener:
             writer.close()
             return
         if first == peer_stream.MAGIC:
-            if tls and self._server_ssl is None:  # config forbids it; be safe anyway
-                writer.close()
-                return
-            ctx = self._server_ssl() if tls and self._server_ssl is not None else None
+            ctx = None
+            if tls:
+                if self._server_ssl is None:  # config forbids it; be safe anyway
+                    writer.close()
+                    return
+                ctx = self._server_ssl()
             await self.transport.receive(reader, writer, ctx)
         else:
             await self._pass_to_grpc(first, reader, writer, tls)

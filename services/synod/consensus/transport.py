@@ -40,11 +40,10 @@ from synod.raft.v1 import raft_pb2, raft_pb2_grpc
 
 log = structlog.get_logger("synod.transport")
 
-#: Raft bounds each append by bytes, but a batch holds many; leave headroom.
-MAX_MESSAGE_BYTES = 256 * 1024 * 1024
+#: the peer gRPC calls (snapshot chunks, internal calls) take what a peer stream frame may
 GRPC_OPTIONS = [
-    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.max_send_message_length", peer_stream.MAX_FRAME_BYTES),
+    ("grpc.max_receive_message_length", peer_stream.MAX_FRAME_BYTES),
     ("grpc.keepalive_time_ms", 10_000),
     ("grpc.keepalive_timeout_ms", 5_000),
     ("grpc.http2.max_pings_without_data", 0),
